@@ -1,0 +1,23 @@
+"""fastns: fast neural style transfer.
+
+Feed-forward style networks (Johnson et al. 2016) trained with the Gatys perceptual loss, and the
+classic Gatys per-image optimisation and texture synthesis as reference. Images are float tensors
+``(B, 3, H, W)`` in [0, 1] at every public boundary.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import FastnsError  # noqa: E402
+from .image import load_image, save_image  # noqa: E402
+from .losses import PerceptualLoss, gram_matrix  # noqa: E402
+from .vgg import VGGFeatures  # noqa: E402
+
+__all__ = [
+    "FastnsError",
+    "PerceptualLoss",
+    "VGGFeatures",
+    "gram_matrix",
+    "load_image",
+    "save_image",
+    "__version__",
+]

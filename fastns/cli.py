@@ -1,0 +1,49 @@
+"""What the scripts share: turning user errors into one line and an exit status."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import FastnsError
+
+#: Exit status for a user error (bad file, bad config value); 130 is the shell's Ctrl-C status.
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a task so that user errors print ``error: <one line>`` and exit non-zero.
+
+    Programming errors still raise with a traceback: those are bugs to report, not input to fix.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FastnsError as e:
+            print(f"error: {_first_line(e)}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except OmegaConfBaseException as e:
+            # e.g. a mandatory value (???) left unset: "Missing mandatory value: content"
+            key = getattr(e, "full_key", None)
+            msg = _first_line(e)
+            if "Missing mandatory value" in msg and key:
+                msg = f"missing required setting {key}: pass {key}=..."
+            print(f"error: {msg}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+
+    return wrapper

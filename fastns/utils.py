@@ -1,0 +1,43 @@
+"""Small helpers shared by the tasks: device choice, config coercion."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str | None = "auto", key: str = "device") -> torch.device:
+    """``auto`` picks cuda > mps > cpu; an explicit device that is not available is an error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{key}={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name} but no CUDA GPU is available; use {key}=cpu or {key}=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{key}={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(f"{key}={name} but MPS is not available on this machine")
+    return device
+
+
+def as_list(value: Any) -> list:
+    """``None`` -> ``[]``, a scalar/string -> ``[value]``, a sequence (incl. ListConfig) -> list."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, int, float, os.PathLike)):
+        return [value]
+    return list(value)
