@@ -1,0 +1,253 @@
+"""The perceptual loss of Gatys et al. (2016) as used by Johnson et al. (2016).
+
+One implementation serves Gatys per-image optimisation, feed-forward training and evaluation.
+
+Normalisation, and where it departs from the papers (the same choices as jcjohnson/neural-style,
+jcjohnson/fast-neural-style and pytorch/examples, so published loss weights carry over):
+
+- **Gram matrix** ``G = F Fᵀ / (C·H·W)`` for features ``F`` of shape ``(C, H·W)``, as in Johnson
+  et al. Gatys et al. use the unnormalised ``F Fᵀ``; normalising makes the style loss independent
+  of the image size, so a style weight works at 256 px and at 1024 px alike.
+- **Content loss** is the *mean* squared error of the features (Johnson's ``1/(CHW) ||·||²``);
+  Gatys et al. use ``½ Σ (F − P)²``, whose scale grows with the image size.
+- **Style loss** of a layer is the mean squared error between Gram matrices, i.e.
+  ``1/C² Σ (G − A)²``. With the normalised Gram above this equals ``4/C²`` times Gatys' per-layer
+  ``E_l = 1/(4 N_l² M_l²) Σ (Ĝ − Â)²``, so deep (512-channel) layers weigh relatively less than in
+  Gatys' paper at equal layer weights; the layer weights ``w_l`` can compensate.
+- **Total variation** is the squared-difference TV (β = 2 of Mahendran & Vedaldi 2015, as in
+  neural-style), *averaged* over pixels rather than summed, so ``tv_weight`` is size independent.
+
+Every term is returned already multiplied by its weights (``α·w_l`` for content, ``β·w_l`` for
+style), so the terms add up to ``total`` and each logged number is its share of the objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from .vgg import VGGFeatures
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of ``(B, C, H, W)`` features, normalised by ``C·H·W``: returns ``(B, C, C)``.
+
+    Computed in float32 even under autocast: the products of many bf16 features lose the
+    precision that the style loss (a small difference of Gram matrices) depends on.
+    """
+    b, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.reshape(b, c, h * w).float()
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between feature maps (target broadcast over the batch)."""
+    return F.mse_loss(features.float(), target.float().expand_as(features))
+
+
+def style_loss(gram: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between Gram matrices (target broadcast over the batch)."""
+    return F.mse_loss(gram, target_gram.expand_as(gram))
+
+
+def tv_loss(images: torch.Tensor) -> torch.Tensor:
+    """Squared-difference total variation of ``(B, 3, H, W)`` images, averaged over pixels."""
+    images = images.float()
+    dh = images[..., 1:, :] - images[..., :-1, :]
+    dw = images[..., :, 1:] - images[..., :, :-1]
+    return dh.pow(2).mean() + dw.pow(2).mean()
+
+
+def _layer_weights(name: str, layers: Mapping[str, float] | Sequence[str] | None) -> dict[str, float]:
+    if layers is None:
+        return {}
+    if isinstance(layers, Mapping):
+        out = {str(k): float(v) for k, v in layers.items()}
+    else:
+        out = {str(k): 1.0 for k in layers}
+    for k, v in out.items():
+        if v < 0:
+            raise ConfigError(f"loss.{name}.{k}={v}: layer weights must be >= 0")
+    return out
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + total-variation loss on VGG features (Gatys et al.; Johnson et al.).
+
+    Set the style once with :meth:`set_style`; its Gram matrices are computed then and cached.
+    Then call the module as often as needed::
+
+        loss = PerceptualLoss({"relu2_2": 1.0}, {"relu1_2": 1, "relu2_2": 1, "relu3_3": 1, "relu4_3": 1},
+                              content_weight=1e5, style_weight=1e10, tv_weight=0, vgg={"arch": "vgg16"})
+        loss.set_style(style_image)                    # (1, 3, H, W) in [0, 1]
+        terms = loss(stylised_batch, content_batch)    # training: content changes every batch
+        terms["total"].backward()
+
+    For per-image optimisation the content target can also be fixed with :meth:`set_content`.
+    With no content at all (texture synthesis) the content terms are left out.
+
+    Args:
+        content_layers: ``{layer: w_l}`` of the content loss (a list means weight 1 each).
+        style_layers: ``{layer: w_l}`` of the style loss.
+        content_weight: α, multiplies every content term.
+        style_weight: β, multiplies every style term.
+        tv_weight: weight of the total-variation regulariser (0 disables it).
+        vgg: a :class:`VGGFeatures` that provides all the layers above, or keyword arguments to
+            build one (``arch``, ``weights``, ``pooling``, ``seed``).
+
+    Returns (from ``forward``): a dict of scalar tensors ``content/<layer>``, ``style/<layer>``,
+    ``tv``, and the sums ``content``, ``style`` and ``total``.
+    """
+
+    def __init__(
+        self,
+        content_layers: Mapping[str, float] | Sequence[str] | None,
+        style_layers: Mapping[str, float] | Sequence[str] | None,
+        content_weight: float = 1.0,
+        style_weight: float = 1.0,
+        tv_weight: float = 0.0,
+        vgg: VGGFeatures | Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        self.content_layers = _layer_weights("content_layers", content_layers)
+        self.style_layers = _layer_weights("style_layers", style_layers)
+        self.content_weight, self.style_weight, self.tv_weight = (
+            float(content_weight),
+            float(style_weight),
+            float(tv_weight),
+        )
+        needed = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+        if not needed:
+            raise ConfigError("the loss needs at least one content or style layer")
+        if isinstance(vgg, VGGFeatures):
+            missing = [n for n in needed if n not in vgg.layers]
+            if missing:
+                raise ConfigError(f"the VGG extractor does not provide layers {missing}")
+            self.encoder = vgg
+        else:
+            self.encoder = VGGFeatures(needed, **dict(vgg or {}))
+        self._style_targets: dict[str, torch.Tensor] = {}
+        self._content_targets: dict[str, torch.Tensor] = {}
+
+    # -- targets ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def style_grams(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gram matrices ``{layer: (B, C, C)}`` of the style layers for images in [0, 1]."""
+        feats = self.encoder(image, self.style_layers)
+        return {name: gram_matrix(f) for name, f in feats.items()}
+
+    @torch.no_grad()
+    def set_style(
+        self, styles: torch.Tensor | Sequence[torch.Tensor], blend_weights: Sequence[float] | None = None
+    ) -> None:
+        """Compute and cache the style targets.
+
+        Args:
+            styles: one image ``(1, 3, H, W)`` or several (a list; sizes may differ).
+            blend_weights: one weight per style image. The targets are the weighted sum of the
+                images' Gram matrices with the weights normalised to sum to 1, as in
+                jcjohnson/neural-style. Default: equal weights.
+        """
+        if isinstance(styles, torch.Tensor):
+            styles = list(styles.split(1)) if styles.dim() == 4 else [styles.unsqueeze(0)]
+        styles = list(styles)
+        if not styles:
+            raise ConfigError("set_style needs at least one style image")
+        weights = [1.0] * len(styles) if blend_weights is None else [float(w) for w in blend_weights]
+        if len(weights) != len(styles):
+            raise ConfigError(f"style.blend_weights has {len(weights)} values for {len(styles)} style images")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(f"style.blend_weights={weights} must be >= 0 and not all zero")
+        total = sum(weights)
+        targets: dict[str, torch.Tensor] = {}
+        for img, w in zip(styles, weights, strict=True):
+            for name, g in self.style_grams(img).items():
+                targets[name] = targets.get(name, 0) + g * (w / total)
+        self._style_targets = targets
+
+    @torch.no_grad()
+    def set_content(self, content: torch.Tensor | None) -> None:
+        """Fix the content target (per-image optimisation); ``None`` clears it (texture synthesis)."""
+        if content is None or not self.content_layers:
+            self._content_targets = {}
+        else:
+            self._content_targets = {
+                k: v.detach() for k, v in self.encoder(content, self.content_layers).items()
+            }
+
+    @property
+    def has_style(self) -> bool:
+        return bool(self._style_targets)
+
+    def _apply(self, fn, recurse=True):
+        # Move the cached targets along with the module (.to(device), .half(), ...).
+        super()._apply(fn, recurse)
+        self._style_targets = {k: fn(v) for k, v in self._style_targets.items()}
+        self._content_targets = {k: fn(v) for k, v in self._content_targets.items()}
+        return self
+
+    # -- loss ------------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms for ``images`` ``(B, 3, H, W)`` in [0, 1].
+
+        Args:
+            images: the images being optimised or produced by the network.
+            content: the content images ``(B, 3, H, W)`` (training); if omitted, the target
+                fixed by :meth:`set_content` is used, and without one the content terms are
+                left out (texture synthesis).
+        """
+        use_style = bool(self.style_layers) and self.style_weight != 0
+        if use_style and not self._style_targets:
+            raise RuntimeError("PerceptualLoss: call set_style() before computing the loss")
+        if content is not None:
+            with torch.no_grad():
+                content_targets = self.encoder(content, self.content_layers) if self.content_layers else {}
+        else:
+            content_targets = self._content_targets
+        wanted = [
+            *(content_targets if self.content_weight != 0 else []),
+            *(self.style_layers if use_style else []),
+        ]
+        feats = self.encoder(images, list(dict.fromkeys(wanted))) if wanted else {}
+
+        terms: dict[str, torch.Tensor] = {}
+        zero = images.new_zeros((), dtype=torch.float32)
+        content_sum, style_sum = zero, zero
+        if self.content_weight != 0:
+            for name, target in content_targets.items():
+                t = self.content_weight * self.content_layers[name] * content_loss(feats[name], target)
+                terms[f"content/{name}"] = t
+                content_sum = content_sum + t
+        if use_style:
+            for name, w in self.style_layers.items():
+                t = self.style_weight * w * style_loss(gram_matrix(feats[name]), self._style_targets[name])
+                terms[f"style/{name}"] = t
+                style_sum = style_sum + t
+        tv = self.tv_weight * tv_loss(images) if self.tv_weight != 0 else zero
+        terms["tv"] = tv
+        terms["content"] = content_sum
+        terms["style"] = style_sum
+        terms["total"] = content_sum + style_sum + tv
+        return terms
+
+    def config(self) -> dict:
+        """The constructor arguments as plain data (stored in model files and reports)."""
+        return {
+            "content_layers": dict(self.content_layers),
+            "style_layers": dict(self.style_layers),
+            "content_weight": self.content_weight,
+            "style_weight": self.style_weight,
+            "tv_weight": self.tv_weight,
+            "vgg": {
+                "arch": self.encoder.arch,
+                "weights": self.encoder.weights_source,
+                "pooling": self.encoder.pooling,
+            },
+        }

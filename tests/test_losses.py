@@ -1,0 +1,165 @@
+"""Gram matrix, loss terms and PerceptualLoss behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastns.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
+from fastns.vgg import VGGFeatures
+
+
+def test_gram_matrix_by_hand():
+    # Two channels on a 1x2 image: F = [[1, 2], [3, 4]]; G = F F^T / (C*H*W) = F F^T / 4.
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    expected = torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / 4
+    assert torch.allclose(gram_matrix(f), expected)
+
+
+def test_gram_matrix_is_batched_symmetric_and_size_normalised():
+    f = torch.rand(3, 4, 5, 6)
+    g = gram_matrix(f)
+    assert g.shape == (3, 4, 4)
+    assert torch.allclose(g, g.transpose(1, 2))
+    assert torch.allclose(g[1], f[1].reshape(4, -1) @ f[1].reshape(4, -1).T / (4 * 5 * 6))
+    # Tiling the same texture twice leaves the normalised Gram matrix unchanged.
+    assert torch.allclose(gram_matrix(torch.cat([f, f], dim=-1)), g, atol=1e-6)
+
+
+def test_gram_matrix_stays_float32_under_autocast():
+    f = torch.rand(1, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = gram_matrix(f.bfloat16())
+    assert g.dtype == torch.float32
+
+
+def test_term_functions_are_zero_exactly_when_they_should_be():
+    a, b = torch.rand(2, 8, 6, 6), torch.rand(2, 8, 6, 6)
+    assert content_loss(a, a) == 0 and content_loss(a, b) > 0
+    assert torch.allclose(content_loss(a, b), ((a - b) ** 2).mean())
+    assert style_loss(gram_matrix(a), gram_matrix(a)) == 0 and style_loss(gram_matrix(a), gram_matrix(b)) > 0
+    # Targets of batch 1 broadcast over the batch (the training case).
+    assert style_loss(gram_matrix(a), gram_matrix(a[:1])) > 0
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    assert tv_loss(flat) == 0
+    ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 3, 2, 4)
+    assert torch.isclose(tv_loss(ramp), torch.tensor(1.0))  # horizontal differences of 1, none vertical
+
+
+def make_loss(**kw) -> PerceptualLoss:
+    args = dict(
+        content_layers={"relu2_2": 1.0},
+        style_layers={"relu1_2": 1.0, "relu2_2": 0.5},
+        content_weight=2.0,
+        style_weight=100.0,
+        tv_weight=0.1,
+        vgg={"arch": "vgg16", "weights": "random"},
+    )
+    args.update(kw)
+    return PerceptualLoss(**args)
+
+
+def test_perceptual_loss_returns_named_terms_that_add_up():
+    loss = make_loss()
+    style, content, image = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24)
+    loss.set_style(style)
+    loss.set_content(content)
+    terms = loss(image)
+    assert set(terms) == {
+        "content/relu2_2",
+        "style/relu1_2",
+        "style/relu2_2",
+        "tv",
+        "content",
+        "style",
+        "total",
+    }
+    assert all(t.dim() == 0 and torch.isfinite(t) and t > 0 for t in terms.values())
+    assert torch.isclose(terms["content"], terms["content/relu2_2"])
+    assert torch.isclose(terms["style"], terms["style/relu1_2"] + terms["style/relu2_2"])
+    assert torch.isclose(terms["total"], terms["content"] + terms["style"] + terms["tv"])
+    # Each term carries its weights: alpha * w_l * MSE.
+    f = loss.encoder(image)["relu2_2"]
+    c = loss.encoder(content)["relu2_2"]
+    assert torch.isclose(terms["content/relu2_2"], 2.0 * ((f - c) ** 2).mean(), rtol=1e-4)
+
+
+def test_loss_is_zero_at_the_targets():
+    loss = make_loss(tv_weight=0.0)
+    img = torch.rand(1, 3, 24, 24)
+    loss.set_style(img)
+    loss.set_content(img)
+    assert loss(img)["total"] < 1e-8
+    assert loss(torch.rand(1, 3, 24, 24))["total"] > 0
+
+
+def test_style_targets_are_computed_once():
+    loss = make_loss()
+    calls = []
+    loss.encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    assert len(calls) == 1
+    batch, content = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    for _ in range(3):
+        loss(batch, content)  # training: content changes per batch, the style target does not
+    assert len(calls) == 1 + 3 * 2  # per call: one pass for the content target, one for the output
+
+
+def test_training_mode_content_per_batch_and_batch_broadcast():
+    loss = make_loss(tv_weight=0.0)
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    content = torch.rand(3, 3, 16, 16)
+    terms = loss(content, content)
+    assert terms["content"] == 0 and terms["style"] > 0
+    output = content.clone().requires_grad_(True)  # stands for a network's output
+    loss(output, content)["total"].backward()
+    assert output.grad.abs().sum() > 0
+
+
+def test_blend_weights_blend_gram_targets():
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 40, 28)
+    loss = make_loss()
+    ga, gb = loss.style_grams(a), loss.style_grams(b)
+    loss.set_style([a, b], blend_weights=[3, 1])  # normalised to 0.75 / 0.25
+    for name in ga:
+        assert torch.allclose(loss._style_targets[name], 0.75 * ga[name] + 0.25 * gb[name], atol=1e-6)
+    loss.set_style([a, b], blend_weights=[1, 0])
+    for name in ga:
+        assert torch.allclose(loss._style_targets[name], ga[name])
+    with pytest.raises(Exception, match="blend_weights"):
+        loss.set_style([a, b], blend_weights=[1])
+
+
+def test_texture_mode_has_no_content_terms():
+    loss = make_loss()
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    terms = loss(torch.rand(1, 3, 16, 16))
+    assert not any(k.startswith("content/") for k in terms) and terms["content"] == 0
+
+
+def test_style_must_be_set_first():
+    with pytest.raises(RuntimeError, match="set_style"):
+        make_loss()(torch.rand(1, 3, 16, 16))
+
+
+def test_gradient_flows_to_the_image_only():
+    loss = make_loss()
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    img = torch.rand(1, 3, 16, 16, requires_grad=True)
+    loss(img, torch.rand(1, 3, 16, 16))["total"].backward()
+    assert img.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.parameters())
+
+
+def test_shares_a_given_extractor_and_checks_its_layers():
+    vgg = VGGFeatures(["relu1_2", "relu2_2"], arch="vgg16", weights="random")
+    loss = PerceptualLoss(["relu2_2"], ["relu1_2"], vgg=vgg)
+    assert loss.encoder is vgg
+    with pytest.raises(Exception, match="does not provide layers"):
+        PerceptualLoss(["relu3_3"], ["relu1_2"], vgg=vgg)
+
+
+def test_config_round_trip():
+    loss = make_loss()
+    again = PerceptualLoss(**{**loss.config(), "vgg": {**loss.config()["vgg"]}})
+    assert again.config() == loss.config()
