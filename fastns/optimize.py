@@ -1,0 +1,335 @@
+"""Gatys per-image optimisation: neural style transfer and texture synthesis.
+
+Gatys, Ecker & Bethge, "A Neural Algorithm of Artistic Style" (2015) / "Image Style Transfer
+Using Convolutional Neural Networks" (CVPR 2016), and "Texture Synthesis Using Convolutional
+Neural Networks" (NIPS 2015): optimise the pixels of an image so that its VGG features match the
+content image's and its Gram matrices match the style image's. Texture synthesis is the same
+optimisation with no content term, started from white noise.
+
+This is plain PyTorch (no Lightning): :func:`optimize_image` is the loop, :func:`run` is the
+config-driven task behind ``scripts/optimize.py``. Both use the shared :class:`PerceptualLoss`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from .color import preserve_color as _preserve_color
+from .errors import ConfigError
+from .image import check_output_path, fit_longest, load_image, resize, save_image
+from .losses import PerceptualLoss
+from .style import Style
+from .utils import as_list, resolve_device
+
+log = logging.getLogger(__name__)
+
+#: Per-optimiser learning rates. L-BFGS takes full quasi-Newton steps (lr 1, no line search,
+#: as in neural-style); Adam's step is in pixel units of [0, 1] images.
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+_MAX_LINE_SEARCH_EVALS = 25
+
+
+@dataclass
+class OptimizeResult:
+    """The optimised image and the loss trajectory.
+
+    ``losses[i]`` holds the loss terms (floats) of the image after ``i`` iterations, for
+    ``i = 0 .. iterations`` (``losses[0]`` is the initial image).
+    """
+
+    image: torch.Tensor
+    losses: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    evaluations: int = 0
+
+
+def white_noise(
+    size: tuple[int, int], seed: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Seeded uniform white noise ``(1, 3, H, W)`` in [0, 1] (Gatys' texture-synthesis start)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.rand((1, 3, *size), generator=gen).to(device)
+
+
+def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def optimize_image(
+    loss_fn: PerceptualLoss,
+    init: torch.Tensor,
+    iterations: int = 500,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    history_size: int = 100,
+    line_search: str | None = "strong_wolfe",
+    callback: Callable[[int, torch.Tensor, dict[str, float]], None] | None = None,
+    progress: bool = True,
+    desc: str = "gatys",
+) -> OptimizeResult:
+    """Optimise the pixels of ``init`` to minimise ``loss_fn(image)["total"]``.
+
+    The style (and, for style transfer, the content) must already be set on ``loss_fn``.
+
+    Args:
+        loss_fn: a :class:`PerceptualLoss` with its targets set.
+        init: the starting image ``(1, 3, H, W)``; it is copied, not modified.
+        iterations: number of optimiser iterations (one loss evaluation each).
+        optimizer: ``"lbfgs"`` (Gatys; default) or ``"adam"``.
+        lr: step size; default from :data:`DEFAULT_LR`.
+        history_size: L-BFGS memory (neural-style uses 100).
+        callback: called after every iteration as ``callback(i, image, terms)`` with the
+            iteration count ``i`` (1-based), the current image (do not modify) and the loss
+            terms evaluated during that iteration.
+        progress: show a progress bar with the loss terms.
+
+    Returns:
+        :class:`OptimizeResult` with the final image clamped to [0, 1]. The pixels are optimised
+        unconstrained (as in neural-style) and only clamped for output; Adam's iterates are
+        projected to [0, 1] after each step, which is harmless for a first-order method.
+    """
+    if iterations < 0:
+        raise ConfigError(f"iterations={iterations} must be >= 0")
+    name = optimizer.lower()
+    if name not in DEFAULT_LR:
+        raise ConfigError(f"optimizer.name={optimizer!r} is not supported; use lbfgs or adam")
+    lr = DEFAULT_LR[name] if lr is None else float(lr)
+    image = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    if name == "lbfgs":
+        # One step() call per iteration, so that we can report progress, save images and stop
+        # cleanly between iterations. L-BFGS keeps its curvature history in the optimiser state
+        # across calls, so this is the same algorithm as one long call. max_eval must leave the
+        # line search its budget: torch's default (max_iter * 5 // 4 = 1) would disable it.
+        # tolerance 0: always run the requested iterations (an early stop at a tiny gradient
+        # depends on the arbitrary scale of the loss weights).
+        opt = torch.optim.LBFGS(
+            [image],
+            lr=lr,
+            max_iter=1,
+            max_eval=1 + _MAX_LINE_SEARCH_EVALS,
+            history_size=history_size,
+            line_search_fn=line_search,
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+        )
+    else:
+        opt = torch.optim.Adam([image], lr=lr)
+
+    # step() starts by evaluating the loss at the current image, which the line search of the
+    # previous step has usually just evaluated (the accepted trial point is computed by the same
+    # arithmetic, so it is bitwise equal): reuse that evaluation instead of paying for it twice.
+    cache: dict[str, object] = {}
+    step_terms: list[dict[str, torch.Tensor]] = []  # the terms of each evaluation in the current step
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        if "x" in cache and torch.equal(cache["x"], image.detach()):
+            image.grad = cache["grad"].clone()
+            step_terms.append(cache["terms"])
+            return cache["terms"]["total"]
+        evaluations += 1
+        opt.zero_grad(set_to_none=True)
+        terms = loss_fn(image)
+        if torch.isfinite(terms["total"]):
+            terms["total"].backward()
+        else:
+            # An overflowing trial point of the line search (its extrapolation grows the step
+            # 10x per trial). Report +inf with no gradient: the search then brackets and
+            # bisects back instead of propagating NaN into the image.
+            terms["total"] = torch.full_like(terms["total"], math.inf)
+            image.grad = torch.zeros_like(image)
+        detached = {k: v.detach() for k, v in terms.items()}
+        step_terms.append(detached)
+        if line_search is not None and name == "lbfgs":
+            cache.update(x=image.detach().clone(), grad=image.grad.detach().clone(), terms=detached)
+        return terms["total"]
+
+    losses: list[dict[str, float]] = []
+    good = image.detach().clone()  # the last image whose loss was seen to be finite
+    start = time.perf_counter()
+    bar = tqdm(total=iterations, desc=desc, disable=not progress, dynamic_ncols=True, leave=True)
+    try:
+        for i in range(1, iterations + 1):
+            before = image.detach().clone()
+            step_terms.clear()
+            opt.step(closure)  # evaluates the current image first, then (line search) trial points
+            terms = _floats(step_terms[0])  # the loss of `before`, the image this iteration started from
+            if not math.isfinite(terms["total"]):
+                log.warning(
+                    "loss became %s at iteration %d; stopping with the last finite image",
+                    terms["total"],
+                    i - 1,
+                )
+                with torch.no_grad():
+                    image.copy_(good)
+                break
+            good = before
+            losses.append(terms)
+            if name == "adam":
+                with torch.no_grad():
+                    image.clamp_(0, 1)
+            bar.update(1)
+            bar.set_postfix(
+                {k: f"{terms[k]:.3g}" for k in ("total", "content", "style", "tv")}, refresh=False
+            )
+            if callback is not None:
+                callback(i, image.detach(), terms)
+        with torch.no_grad():
+            final = _floats(loss_fn(image))
+        if math.isfinite(final["total"]):
+            losses.append(final)  # the loss of the final image
+        else:
+            with torch.no_grad():
+                image.copy_(good)
+    finally:
+        bar.close()
+    return OptimizeResult(
+        image=image.detach().clamp(0, 1),
+        losses=losses,
+        seconds=time.perf_counter() - start,
+        evaluations=evaluations,
+    )
+
+
+# -- config-driven task ---------------------------------------------------------------------
+
+
+def build_loss(cfg_loss: DictConfig | dict, device: torch.device | str | None = None) -> PerceptualLoss:
+    """The :class:`PerceptualLoss` described by a ``loss`` config (``configs/loss/*.yaml``)."""
+    data = (
+        OmegaConf.to_container(cfg_loss, resolve=True) if isinstance(cfg_loss, DictConfig) else dict(cfg_loss)
+    )
+    data.pop("_target_", None)
+    known = {"content_layers", "style_layers", "content_weight", "style_weight", "tv_weight", "vgg"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown key loss.{sorted(unknown)[0]}; the loss takes {sorted(known)}")
+    vgg = dict(data.pop("vgg", {}) or {})
+    vgg_known = {"arch", "weights", "pooling", "seed"}
+    if set(vgg) - vgg_known:
+        raise ConfigError(
+            f"unknown key loss.vgg.{sorted(set(vgg) - vgg_known)[0]}; loss.vgg takes {sorted(vgg_known)}"
+        )
+    return PerceptualLoss(**data, vgg=vgg).to(device)
+
+
+def _schedule(cfg: DictConfig) -> tuple[list[int], list[int]]:
+    """Output sizes (longest side) of the coarse-to-fine stages and iterations for each."""
+    size = int(cfg.image_size)
+    if size <= 0:
+        raise ConfigError(f"image_size={size} must be a positive number of pixels")
+    extra = [int(s) for s in as_list(cfg.get("scales"))]
+    if any(s <= 0 for s in extra):
+        raise ConfigError(f"scales={extra} must be positive sizes in pixels")
+    scales = sorted({s for s in extra if s < size}) + [size]
+    its = [int(n) for n in as_list(cfg.iterations)]
+    if len(its) == 1:
+        its = its * len(scales)
+    if len(its) != len(scales):
+        raise ConfigError(
+            f"iterations has {len(its)} values for {len(scales)} scales {scales}; give one or one per scale"
+        )
+    return scales, its
+
+
+def _init_image(cfg: DictConfig, content: torch.Tensor | None, size: tuple[int, int], device) -> torch.Tensor:
+    init = str(cfg.init)
+    if init == "noise" or (init == "content" and content is None):
+        return white_noise(size, seed=int(cfg.seed), device=device)
+    if init == "content":
+        return resize(content, size)
+    return resize(load_image(init, device=device), size)  # a path: any image, resized to fit
+
+
+def run(cfg: DictConfig) -> Path:
+    """Run Gatys style transfer (or texture synthesis when ``content`` is null) from a config.
+
+    See ``configs/optimize.yaml`` for the keys. Returns the path of the written image.
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(int(cfg.seed))
+    content_path = cfg.content
+    init_is_path = str(cfg.init) not in ("content", "noise")
+    output = check_output_path(
+        cfg.output, [content_path, *as_list(cfg.style.image), cfg.init if init_is_path else None]
+    )
+    scales, iterations = _schedule(cfg)
+    save_every = int(cfg.save_every or 0)
+
+    # Load everything before the long part, so a bad file fails in the first second.
+    content = load_image(content_path, size=scales[-1], device=device) if content_path is not None else None
+    style = Style.from_config(cfg.style)
+    if init_is_path:
+        load_image(cfg.init)  # validate the init file early
+    loss_fn = build_loss(cfg.loss, device)
+    opt_cfg = cfg.optimizer
+    log.info(
+        "%s: style %s, %s (weights: %s), device %s",
+        "style transfer" if content is not None else "texture synthesis",
+        style.name,
+        loss_fn.encoder.arch,
+        loss_fn.encoder.weights_source,
+        device,
+    )
+
+    image = None
+    for stage, (longest, n_iter) in enumerate(zip(scales, iterations, strict=True)):
+        if content is not None:
+            h, w = content.shape[-2:]
+            w, h = fit_longest(w, h, longest)
+        else:
+            h = w = longest
+        loss_fn.set_style(
+            style.tensors(style.longest_side(longest, reference=scales[-1]), device), style.blend_weights
+        )
+        loss_fn.set_content(resize(content, (h, w)) if content is not None else None)
+        init = _init_image(cfg, content, (h, w), device) if image is None else resize(image, (h, w))
+
+        def save_intermediate(i: int, img: torch.Tensor, terms: dict, longest=longest) -> None:
+            if save_every and i % save_every == 0:
+                tag = f"_{longest}px" if len(scales) > 1 else ""
+                save_image(img.clamp(0, 1), output.with_name(f"{output.stem}{tag}_{i:04d}{output.suffix}"))
+
+        result = optimize_image(
+            loss_fn,
+            init,
+            iterations=n_iter,
+            optimizer=str(opt_cfg.name),
+            lr=opt_cfg.get("lr"),
+            history_size=int(opt_cfg.get("history_size", 100)),
+            line_search=opt_cfg.get("line_search"),
+            callback=save_intermediate,
+            progress=bool(cfg.progress),
+            desc=f"{longest}px" if len(scales) > 1 else "gatys",
+        )
+        image = result.image
+        final = result.losses[-1]
+        log.info(
+            "stage %d/%d: %dx%d, %d iterations (%d evaluations) in %.1fs, loss %s",
+            stage + 1,
+            len(scales),
+            w,
+            h,
+            n_iter,
+            result.evaluations,
+            result.seconds,
+            ", ".join(f"{k}={final[k]:.4g}" for k in ("total", "content", "style", "tv")),
+        )
+
+    if cfg.preserve_color:
+        if content is None:
+            raise ConfigError("preserve_color=true needs a content image (it keeps the content's colours)")
+        image = _preserve_color(content, image)
+    save_image(image, output)
+    log.info("wrote %s", output)
+    return output

@@ -1,0 +1,22 @@
+#!/usr/bin/env python
+"""Gatys style transfer / texture synthesis. Options: configs/optimize.yaml and the README.
+
+python scripts/optimize.py content=photo.jpg style=starry_night output=out.png
+python scripts/optimize.py content=null style=starry_night output=texture.png image_size=512
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from fastns.cli import user_errors
+from fastns.optimize import run
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="optimize")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
