@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Speed of Gatys optimisation: one iteration (VGG forward + backward) and a whole L-BFGS run.
+
+    python benchmarks/bench_gatys.py                       # CPU, or the GPU when there is one
+    python benchmarks/bench_gatys.py --sizes 256 512 --repeats 5 --run-iterations 500
+
+Prints a Markdown table (median of --repeats timings) and the command that produced it. VGG
+weights do not change the speed, so random weights are used unless --weights is given; the full
+run uses ../shared's tubingen x starry_night when present (synthetic images otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fastns.image import load_image
+from fastns.optimize import build_loss, optimize_image
+from fastns.utils import resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+LOSSES = {
+    # name: (arch, content layers, style layers) - the two presets of configs/loss/
+    "gatys": ("vgg19", ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
+    "johnson": ("vgg16", ["relu2_2"], ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]),
+}
+
+
+def make_loss(name: str, arch: str, weights: str, device):
+    _, content, style = LOSSES[name]
+    cfg = {
+        "content_layers": dict.fromkeys(content, 1.0),
+        "style_layers": dict.fromkeys(style, 1.0),
+        "content_weight": 1.0,
+        "style_weight": 1e6,
+        "vgg": {"arch": arch, "weights": weights},
+    }
+    return build_loss(cfg, device)
+
+
+def images(size: int, device):
+    content_path, style_path = SHARED / "content" / "tubingen.jpg", SHARED / "styles" / "starry_night.jpg"
+    if content_path.exists() and style_path.exists():
+        return load_image(content_path, size, device), load_image(style_path, size, device)
+    gen = torch.Generator().manual_seed(0)
+    h = size * 3 // 4
+    return torch.rand(1, 3, h, size, generator=gen).to(device), torch.rand(
+        1, 3, size, size, generator=gen
+    ).to(device)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_iteration(loss, content, repeats: int, device) -> float:
+    """Median seconds of one loss evaluation + backward at the content's size."""
+    x = content.clone().requires_grad_(True)
+    times = []
+    for i in range(repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        x.grad = None
+        loss(x)["total"].backward()
+        sync(device)
+        if i > 0:  # the first call warms up allocators and kernels
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[256, 512], help="longest sides to time one iteration at"
+    )
+    p.add_argument("--archs", nargs="+", default=["vgg16", "vgg19"])
+    p.add_argument("--repeats", type=int, default=5, help="timed iterations per cell (median reported)")
+    p.add_argument("--run-size", type=int, default=256, help="size of the whole L-BFGS run")
+    p.add_argument("--run-iterations", type=int, default=500, help="iterations of the whole run (0: skip)")
+    p.add_argument(
+        "--weights", default="random", help="VGG weights: random | imagenet | path (speed is the same)"
+    )
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+
+    print(
+        f"# Gatys benchmark on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
+    )
+    print(
+        "## One iteration (loss forward + backward through VGG), gatys layers (content relu4_2, style relu1_1..relu5_1)\n"
+    )
+    print("| arch | size | image | s / iteration | iterations / s |")
+    print("|---|---|---|---|---|")
+    for arch in args.archs:
+        loss = make_loss("gatys", arch, args.weights, device)
+        for size in args.sizes:
+            content, style = images(size, device)
+            loss.set_style(style)
+            loss.set_content(content)
+            sec = time_iteration(loss, content, args.repeats, device)
+            h, w = content.shape[-2:]
+            print(f"| {arch} | {size} | {w}x{h} | {sec:.3f} | {1 / sec:.2f} |", flush=True)
+
+    if args.run_iterations > 0:
+        print(
+            f"\n## Whole run: {args.run_iterations} L-BFGS iterations (strong Wolfe) at {args.run_size} px\n"
+        )
+        print("| loss | arch | evaluations | seconds | s / iteration | loss start -> end |")
+        print("|---|---|---|---|---|---|")
+        for name in ("johnson", "gatys"):
+            arch = LOSSES[name][0]
+            loss = make_loss(name, arch, args.weights, device)
+            content, style = images(args.run_size, device)
+            loss.set_style(style)
+            loss.set_content(content)
+            sync(device)
+            r = optimize_image(loss, content, iterations=args.run_iterations, progress=False)
+            sync(device)
+            print(
+                f"| {name} | {arch} | {r.evaluations} | {r.seconds:.1f} | {r.seconds / args.run_iterations:.3f} | "
+                f"{r.losses[0]['total']:.3g} -> {r.losses[-1]['total']:.3g} |",
+                flush=True,
+            )
+
+    print(f"\ncommand: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
+
+
+if __name__ == "__main__":
+    main()
