@@ -14,13 +14,13 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from .errors import DownloadError
+from .utils import atomic_write
 
 _SHA256_FRAGMENT = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 _TIMEOUT_S = 30
@@ -84,29 +84,24 @@ def download(url: str, *, key: str = "style.image") -> Path:
         return dest
     how_to_fix = f"download it yourself and pass {key}=/path/to/{dest.name.split('-', 1)[1]}"
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        with atomic_write(dest) as tmp:
+            try:
+                req = urllib.request.Request(base, headers={"User-Agent": "fastns"})
+                with open(tmp, "wb") as out, urllib.request.urlopen(req, timeout=_TIMEOUT_S) as resp:
+                    shutil.copyfileobj(resp, out)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                raise DownloadError(f"could not download {base} ({reason}); {how_to_fix}") from None
+            if sha is not None:
+                got = sha256_file(tmp)
+                if got != sha:
+                    raise DownloadError(
+                        f"checksum mismatch for {base}: expected sha256 {sha[:12]}..., got {got[:12]}...; {how_to_fix}"
+                    )
     except OSError as e:
         raise DownloadError(
             f"cannot write to the download cache {dest.parent} ({e.strerror or e}); set FASTNS_CACHE"
         ) from None
-    try:
-        try:
-            req = urllib.request.Request(base, headers={"User-Agent": "fastns"})
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=_TIMEOUT_S) as resp:
-                shutil.copyfileobj(resp, out)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise DownloadError(f"could not download {base} ({reason}); {how_to_fix}") from None
-        if sha is not None:
-            got = sha256_file(tmp)
-            if got != sha:
-                raise DownloadError(
-                    f"checksum mismatch for {base}: expected sha256 {sha[:12]}..., got {got[:12]}...; {how_to_fix}"
-                )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return dest
 
 

@@ -11,7 +11,6 @@ interrupted run never leaves a half-written image behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError
+from .utils import atomic_write
 
 # A truncated file must be an error, not a silently grey-filled image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -178,22 +178,10 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     fmt = image_format(path)
     pil = tensor_to_pil(image)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        with atomic_write(path) as tmp:
+            pil.save(tmp, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
     except OSError as e:
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -144,7 +146,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     before = out.read_bytes()
 
     def boom(self, fp, *a, **k):
-        fp.write(b"partial")
+        Path(fp).write_bytes(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Image.Image, "save", boom)

@@ -1,0 +1,225 @@
+"""Content images for training: a folder of photos (COCO train2014 or any other).
+
+Images are found recursively, resized on their shorter side to ``image_size`` and cropped to an
+``image_size`` square: a random crop and horizontal flip for training, the centre crop for
+validation. An unreadable file is skipped with a warning (and counted, see ``skipped`` in each
+batch) so that one bad file never stops a long run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ConfigError, ImageError
+from .image import open_image, pil_to_tensor
+
+log = logging.getLogger(__name__)
+
+#: Extensions a training folder is searched for (case-insensitive).
+TRAIN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+#: Where ``data.root=null`` looks, in order ($FASTNS_DATA first).
+DEFAULT_ROOTS = ("$FASTNS_DATA/coco/train2014", "~/datasets/coco/train2014", "data/coco/train2014")
+COCO_HELP = (
+    "download COCO train2014 (http://images.cocodataset.org/zips/train2014.zip, 13 GB, 83k photos), unzip it, "
+    "and pass data.root=/path/to/train2014 (any folder of photos works); or try experiment=quickstart, which needs no download"
+)
+
+# Photos bundled with scikit-image (no download): the content set of experiment=quickstart.
+SAMPLE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "motorcycle_right",
+    "camera",
+    "coins",
+    "grass",
+    "gravel",
+    "brick",
+    "hubble_deep_field",
+)
+
+
+def find_images(root: str | os.PathLike, key: str = "data.root") -> list[Path]:
+    """All image files under ``root`` (recursive, sorted). Raises a one-line error if there are none."""
+    root = Path(os.path.expanduser(os.path.expandvars(str(root))))
+    if not root.is_dir():
+        raise ConfigError(f"{key}={root}: no such folder; {COCO_HELP}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in TRAIN_EXTENSIONS and p.is_file())
+    if not files:
+        raise ConfigError(f"{key}={root}: no images (.jpg, .jpeg, .png, .webp, .bmp) in this folder or below")
+    return files
+
+
+def default_root() -> Path:
+    """The first existing default dataset location, or a one-line error saying how to get COCO."""
+    for cand in DEFAULT_ROOTS:
+        if cand.startswith("$FASTNS_DATA") and not os.environ.get("FASTNS_DATA"):
+            continue
+        p = Path(os.path.expanduser(os.path.expandvars(cand)))
+        if p.is_dir():
+            return p
+    raise ConfigError(
+        f"data.root is not set and no dataset was found at {', '.join(DEFAULT_ROOTS)}; {COCO_HELP}"
+    )
+
+
+def sample_photos() -> list[Path]:
+    """Paths of scikit-image's bundled sample photos (the quickstart content set)."""
+    try:
+        import skimage
+    except ImportError:  # pragma: no cover - a dependency; only missing in broken installs
+        raise ConfigError("data.root=samples needs scikit-image: pip install scikit-image") from None
+    folder = Path(skimage.__file__).parent / "data"
+    files = [
+        p for name in SAMPLE_PHOTOS for p in sorted(folder.glob(f"{name}.*")) if p.suffix in (".png", ".jpg")
+    ]
+    if not files:
+        raise ConfigError(f"data.root=samples: scikit-image's sample photos are missing from {folder}")
+    return files
+
+
+def resolve_root(root: str | os.PathLike | None, key: str = "data.root") -> list[Path]:
+    """Image files for a ``data.root`` value: a folder, ``samples``, or ``None`` (default locations)."""
+    if root is None and key == "data.root":
+        return find_images(default_root(), key)
+    if str(root) == "samples":
+        return sample_photos()
+    return find_images(root, key)
+
+
+def square_crop(im: Image.Image, size: int, rng=None) -> Image.Image:
+    """Resize the shorter side to ``size`` and crop a ``size`` square (random if ``rng`` is given)."""
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize(
+            (nw, nh), Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.BICUBIC, reducing_gap=2.0
+        )
+    if rng is None:
+        left, top = (nw - size) // 2, (nh - size) // 2
+    else:
+        left, top = rng.randint(0, nw - size), rng.randint(0, nh - size)
+    return im.crop((left, top, left + size, top + size))
+
+
+class ContentImages(Dataset):
+    """Square crops of the images in ``files``: ``{"image": (3, S, S) in [0, 1], "skipped": int}``.
+
+    Args:
+        files: image paths.
+        image_size: the side S of the crops.
+        train: random crop + horizontal flip (``True``) or the centre crop (``False``).
+
+    An unreadable file is replaced by the next readable one; ``skipped`` counts how many were
+    passed over for this sample, and each bad file is warned about once per worker.
+    """
+
+    def __init__(self, files: Sequence[Path], image_size: int, train: bool = True) -> None:
+        if not files:
+            raise ConfigError("no content images")
+        if image_size < 8:
+            raise ConfigError(f"data.image_size={image_size} must be at least 8 px")
+        self.files, self.image_size, self.train = list(files), int(image_size), train
+        self._warned: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int) -> torch.Tensor:
+        # Crops come from the worker's `random` state, which Lightning's seed_everything(workers=True)
+        # seeds per rank and worker: reproducible, yet different in every epoch.
+        rng = random if self.train else None
+        im = square_crop(open_image(self.files[index], max_side=self.image_size), self.image_size, rng)
+        if rng is not None and rng.random() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return pil_to_tensor(im)[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        n = len(self.files)
+        for skipped in range(min(n, 50)):
+            i = (index + skipped) % n
+            try:
+                return {"image": self._load(i), "skipped": skipped}
+            except ImageError as e:
+                if self.files[i] not in self._warned:
+                    self._warned.add(self.files[i])
+                    log.warning("skipping unreadable training image: %s", e)
+        raise ImageError(f"{self.files[index]}: this and the next {min(n, 50) - 1} images are all unreadable")
+
+
+class ContentDataModule(pl.LightningDataModule):
+    """Training and validation content images.
+
+    Args:
+        root: folder of training photos (searched recursively); ``"samples"`` for scikit-image's
+            bundled photos; ``None`` to look in the default locations (:data:`DEFAULT_ROOTS`).
+        val_root: folder of validation photos; by default ``val_size`` photos are held out of ``root``.
+        image_size: side of the square training crops (256 in the paper).
+        batch_size: images per step *per device* (4 in the paper).
+        val_size: number of fixed validation images (used for the preview grid and val loss).
+        num_workers: data-loading worker processes.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        val_root: str | None = None,
+        image_size: int = 256,
+        batch_size: int = 4,
+        val_size: int = 8,
+        num_workers: int = 4,
+    ) -> None:
+        super().__init__()
+        self.root, self.val_root = root, val_root
+        self.image_size, self.batch_size, self.val_size = int(image_size), int(batch_size), int(val_size)
+        self.num_workers = int(num_workers)
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size} must be >= 1")
+        self.train_set: ContentImages | None = None
+        self.val_set: ContentImages | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        files = resolve_root(self.root)
+        if self.val_root is not None:
+            val_files = resolve_root(self.val_root, "data.val_root")[: self.val_size]
+            train_files = files
+        elif len(files) > self.val_size >= 1:
+            # Hold out the last few (sorted) files: the same ones in every run and on every rank.
+            train_files, val_files = files[: -self.val_size], files[-self.val_size :]
+        else:
+            train_files, val_files = files, files[: max(self.val_size, 1)]
+        self.train_set = ContentImages(train_files, self.image_size, train=True)
+        self.val_set = ContentImages(val_files, self.image_size, train=False)
+        log.info("content images: %d for training, %d for validation", len(train_files), len(val_files))
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,210 @@
+"""LightningModule: the transformer network trained with the shared perceptual loss."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torchvision.utils import make_grid
+
+from .errors import FastnsError
+from .losses import PerceptualLoss
+from .optimize import build_loss
+from .style import Style
+from .transformer import TransformerNet
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FastnsError):
+    """The loss became NaN or infinite."""
+
+
+def _drop_loss_weights(module, state_dict, prefix, local_metadata) -> None:
+    # The VGG inside the loss is a fixed measuring instrument loaded from its own weights: keeping
+    # it out of checkpoints saves ~60-80 MB per file and lets a run resume with another VGG path.
+    for key in [k for k in state_dict if k.startswith(prefix + "loss_fn.")]:
+        del state_dict[key]
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Johnson et al.'s training: ``loss(net(content), content)`` with the style fixed.
+
+    Args:
+        model: :class:`TransformerNet` constructor arguments.
+        loss: :class:`PerceptualLoss` settings (``configs/loss/*.yaml``).
+        style: the ``style`` config (image(s), size, scale, blend weights, name).
+        image_size: training crop size (for ``style.scale``).
+        optimizer: a Hydra ``_partial_`` config of a torch optimiser (Adam, lr 1e-3 in the paper).
+        scheduler: optional Hydra ``_partial_`` config of a torch LR scheduler, stepped every step.
+        max_previews: number of validation images in the TensorBoard preview grid.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        style: dict[str, Any],
+        image_size: int = 256,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        max_previews: int = 8,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
+        self.net = TransformerNet(
+            **{k: v for k, v in model.items() if not k.startswith("_")}
+        )  # drop _target_
+        self.loss_fn: PerceptualLoss = build_loss(loss)
+        self.style = Style.from_config(style)
+        self.style_size = self.style.longest_side(image_size, reference=image_size)
+        self.loss_fn.set_style(self.style.tensors(self.style_size), self.style.blend_weights)
+        self._register_state_dict_hook(_drop_loss_weights)
+        self.strict_loading = (
+            False  # the loss's VGG is not in checkpoints; on_load_checkpoint checks the rest
+        )
+        self._last_terms: dict[str, torch.Tensor] = {}
+        self._previews: list[torch.Tensor] = []
+        self._skipped = 0
+        self._start_time = time.time()
+        self._train_seconds = 0.0
+
+    # -- what the model file and checkpoints carry --------------------------------------------------
+
+    def style_info(self) -> dict[str, Any]:
+        return {
+            "name": self.style.name,
+            "sources": self.style.sources,
+            "size": self.style_size,
+            "blend_weights": self.style.blend_weights,
+        }
+
+    def training_summary(self) -> dict[str, Any]:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return {
+            "steps": int(self.global_step),
+            "final_losses": {k: float(v) for k, v in self._last_terms.items()},
+            "image_size": self.hparams.image_size,
+            "batch_size": getattr(dm, "batch_size", None),
+            "world_size": self.trainer.world_size if self._trainer is not None else 1,
+            "precision": str(self.trainer.precision) if self._trainer is not None else None,
+            "train_seconds": round(self._train_seconds + (time.time() - self._start_time), 1),
+            "skipped_files": self._skipped,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["fastns"] = {
+            "model": dict(self.net.config),
+            "style": self.style_info(),
+            "loss": self.loss_fn.config(),
+            "training": self.training_summary(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = {k.removeprefix("net.") for k in checkpoint.get("state_dict", {}) if k.startswith("net.")}
+        missing = sorted(set(self.net.state_dict()) - saved)
+        if missing:
+            raise FastnsError(
+                f"the checkpoint does not fit this network (no weights for net.{missing[0]}); "
+                "resume with the same model settings it was trained with"
+            )
+        prev = checkpoint.get("fastns", {}).get("training", {})
+        self._train_seconds = float(prev.get("train_seconds", 0.0))
+        self._skipped = int(prev.get("skipped_files", 0))
+
+    # -- training ----------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def on_train_start(self) -> None:
+        self._start_time = time.time()
+        if self.global_step == 0 and self.trainer.is_global_zero and self.logger is not None:
+            experiment = self.logger.experiment
+            if hasattr(experiment, "add_image"):
+                for i, img in enumerate(self.style.tensors(self.style_size)):
+                    experiment.add_image(f"style/{i}" if len(self.style.images) > 1 else "style", img[0], 0)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        content = batch["image"]  # (B, 3, S, S) in [0, 1]
+        terms = self.loss_fn(self.net(content), content)
+        bad = not bool(torch.isfinite(terms["total"]))
+        # Decide together: in DDP one rank stopping alone would leave the others waiting forever.
+        if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
+            raise TrainingDiverged(
+                f"the loss became {float(terms['total'].detach())} at step {self.global_step}; training stopped before "
+                "the update, and the last good checkpoint is checkpoints/last.ckpt in the run folder "
+                "(resume with ckpt_path=last after lowering optimizer.lr or the loss weights)"
+            )
+        self._last_terms = {k: v.detach() for k, v in terms.items()}
+        for name, value in terms.items():
+            self.log(
+                f"train/loss/{name}",
+                value,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=name in ("total", "content", "style"),
+                batch_size=content.shape[0],
+            )
+        skipped = int(batch["skipped"].sum()) if "skipped" in batch else 0
+        if skipped:
+            self._skipped += skipped
+            log.warning("%d unreadable training image(s) skipped so far", self._skipped)
+        self.log(
+            "train/skipped_files",
+            float(self._skipped),
+            on_step=True,
+            on_epoch=False,
+            batch_size=content.shape[0],
+        )
+        return terms["total"]
+
+    # -- validation and previews -----------------------------------------------------------------
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        content = batch["image"]
+        stylised = self.net(content)
+        terms = self.loss_fn(stylised, content)
+        for name, value in terms.items():
+            self.log(
+                f"val/loss/{name}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=content.shape[0],
+            )
+        n = self.hparams.max_previews - sum(p.shape[0] for p in self._previews) // 2
+        if n > 0:
+            self._previews.append(torch.cat([content[:n], stylised[:n]]).float().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        previews, self._previews = self._previews, []
+        if (
+            self.trainer.sanity_checking
+            or not previews
+            or not self.trainer.is_global_zero
+            or self.logger is None
+        ):
+            return
+        contents = torch.cat([p[: p.shape[0] // 2] for p in previews])
+        stylised = torch.cat([p[p.shape[0] // 2 :] for p in previews])
+        # Top row: the fixed validation photos; bottom row: the network's stylisations.
+        grid = make_grid(torch.cat([contents, stylised]), nrow=contents.shape[0], padding=2, pad_value=1.0)
+        experiment = self.logger.experiment
+        if hasattr(experiment, "add_image"):
+            experiment.add_image("preview", grid.clamp(0, 1), self.global_step)
+
+    # -- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        opt_cfg = self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+        optimizer = instantiate(opt_cfg)(params=self.net.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,229 @@
+"""Training task behind ``scripts/train.py``: Hydra config in, run folder with checkpoints and model out.
+
+A run folder ``D`` (``hydra.run.dir``) receives::
+
+    D/.hydra/config.yaml            the resolved config (Hydra)
+    D/tensorboard/                  TensorBoard event files: losses, previews, style, hparams
+    D/checkpoints/step=NNNNNN.ckpt  periodic Lightning checkpoints
+    D/checkpoints/last.ckpt         the latest checkpoint (resume with ckpt_path=last)
+    D/model.safetensors             the trained network (see fastns.modelfile), written at the end
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from .data import ContentDataModule
+from .errors import ConfigError, FastnsError, ModelFileError
+from .modelfile import save_model
+from .module import StyleTransferModule
+from .transformer import TransformerNet
+
+log = logging.getLogger(__name__)
+
+
+class GracefulStop(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save ``last.ckpt``, stop cleanly.
+
+    A second Ctrl-C aborts at once (the last periodic checkpoint is still there). All DDP ranks
+    agree on the stop at the same step, so the checkpoint is consistent.
+    """
+
+    def __init__(self, ckpt_dir: Path) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.requested: str | None = None
+        self.saved: Path | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested is not None:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(
+            f"\n{self.requested}: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # After Lightning's own SIGTERM handler (registered after on_fit_start), which would
+        # otherwise raise mid-epoch without saving.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
+            self.saved = self.ckpt_dir / "last.ckpt"
+            trainer.save_checkpoint(self.saved)
+            trainer.should_stop = True
+            self.requested = self.requested or "stop on another rank"
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+
+def _ignore_sigint_in_workers(worker_id: int) -> None:
+    # Ctrl-C reaches every process of the terminal's group; a data worker that dies of it would
+    # crash the main process before GracefulStop can save. Only the main process handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)
+
+
+class _DataModule(ContentDataModule):
+    def _loader(self, dataset, shuffle):
+        loader = super()._loader(dataset, shuffle)
+        if loader.num_workers > 0:
+            loader.worker_init_fn = _ignore_sigint_in_workers
+        return loader
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` -> ``<run_dir>/checkpoints/last.ckpt`` (must exist); a path must exist; None: fresh run."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(
+                f"ckpt_path=last: no checkpoint at {last}; pass the interrupted run's folder with hydra.run.dir=<run folder>"
+            )
+        return str(last)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return str(ckpt_path)
+
+
+def _plain(cfg: DictConfig | None) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
+
+
+def build(
+    cfg: DictConfig, run_dir: Path
+) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, GracefulStop]:
+    """Everything ``train`` needs, built from the config (also used by tests)."""
+    datamodule = _DataModule(**_plain(cfg.data))
+    module = StyleTransferModule(
+        model=_plain(cfg.model),
+        loss=_plain(cfg.loss),
+        style=_plain(cfg.style),
+        image_size=int(cfg.data.image_size),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.get("scheduler")),
+        max_previews=int(cfg.preview_images),
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    stopper = GracefulStop(ckpt_dir)
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="step={step:06d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=int(cfg.checkpoint_every),
+            save_top_k=-1,
+            save_last=True,
+        ),
+        stopper,
+    ]
+    if cfg.get("scheduler"):
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    return trainer, module, datamodule, stopper
+
+
+# Lightning warnings that do not apply here: the loss's VGG is meant to stay in eval mode, and
+# small datasets (the quickstart) have fewer batches per epoch than the logging interval.
+for _msg in (
+    r"Found \d+ module\(s\) in eval mode",
+    r"The number of training batches .* logging interval",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+):
+    warnings.filterwarnings("ignore", message=_msg)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train a style network as configured; returns a summary (steps, losses, paths)."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")  # TF32 on Ampere and newer GPUs; no effect on CPU
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+
+    trainer, module, datamodule, stopper = build(cfg, run_dir)
+    log.info("run folder: %s", run_dir.resolve())
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    if stopper.requested is None:
+        # The periodic checkpoints may not fall on the last step: make last.ckpt the final state,
+        # so that exporting or extending the run starts from where it ended. (Collective in DDP.)
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    summary = module.training_summary()
+    summary["run_dir"] = str(run_dir)
+    if stopper.requested is not None:
+        if trainer.is_global_zero:
+            print(
+                f"stopped at step {trainer.global_step}; checkpoint saved to {stopper.saved}. "
+                f"Resume with: ckpt_path=last hydra.run.dir={run_dir}",
+                file=sys.stderr,
+            )
+        summary["interrupted"] = True
+        return summary
+    if trainer.is_global_zero:
+        model_path = save_model(
+            run_dir / "model.safetensors",
+            module.net.cpu(),
+            style=module.style_info(),
+            loss=module.loss_fn.config(),
+            training=summary,
+        )
+        summary["model"] = str(model_path)
+        log.info("wrote %s (%d steps)", model_path, summary["steps"])
+    return summary
+
+
+def export_checkpoint(ckpt: str | Path, output: str | Path) -> Path:
+    """Turn a Lightning checkpoint of this project into a ``model.safetensors`` file."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise ModelFileError(f"{ckpt}: no such checkpoint file")
+    try:
+        data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelFileError(
+            f"{ckpt}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    meta = data.get("fastns") if isinstance(data, dict) else None
+    if not meta:
+        raise ModelFileError(f"{ckpt}: not a fastns training checkpoint (no 'fastns' entry)")
+    try:
+        net = TransformerNet(**meta["model"])
+        weights = {k.removeprefix("net."): v for k, v in data["state_dict"].items() if k.startswith("net.")}
+        net.load_state_dict(weights)
+    except (KeyError, RuntimeError, TypeError, FastnsError) as e:
+        raise ModelFileError(f"{ckpt}: damaged fastns checkpoint ({str(e).splitlines()[0]})") from None
+    return save_model(
+        output, net, style=meta.get("style"), loss=meta.get("loss"), training=meta.get("training")
+    )

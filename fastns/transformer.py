@@ -1,0 +1,154 @@
+"""The image transformation network of Johnson, Alahi & Fei-Fei (2016).
+
+Layers, in the paper's notation (supplementary material, Table 1):
+
+    c9s1-32, d64, d128, R128 x 5, u64, u32, c9s1-3
+
+``c9s1-k``: 9x9 convolution, stride 1, k filters; ``dk``: 3x3 convolution, stride 2; ``R128``: a
+residual block of two 3x3 convolutions; ``uk``: x2 upsampling followed by a 3x3 convolution. Every
+convolution but the last is followed by a normalisation layer and a ReLU.
+
+Departures from the paper, each for a reason:
+
+- **Instance normalisation** (Ulyanov et al. 2016) instead of batch normalisation by default: it
+  gives visibly better stylisations and makes the output independent of the other images in the
+  batch. ``norm="batch"`` restores the paper.
+- **Upsampling by nearest-neighbour x2 then a 3x3 convolution** by default instead of the paper's
+  stride-1/2 (transposed) convolutions, which leave checkerboard artifacts (Odena et al. 2016).
+  ``upsample="transpose"`` restores the paper.
+- **Reflection padding** in every convolution instead of the paper's unpadded residual blocks on a
+  40-px reflection-padded input: same purpose (no border artifacts), and the output size equals
+  the input size for any input.
+- **Output in [0, 1] through a sigmoid**; the paper's scaled tanh, ``255 * (tanh(x) + 1) / 2``,
+  is the same function up to the input's scale.
+- **Any input size** (from 8 px): inputs whose sides are not multiples of 4 are reflection-padded
+  up to one and the output is cropped back, so odd sizes work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+NORMS = ("instance", "batch")
+UPSAMPLES = ("nearest", "transpose")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.BatchNorm2d(channels)
+
+
+class ConvLayer(nn.Sequential):
+    """Reflection pad + convolution (+ normalisation + ReLU)."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        norm: str | None = "instance",
+        relu: bool = True,
+    ):
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(kernel // 2),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, bias=norm is None),  # a norm cancels a bias
+        ]
+        if norm is not None:
+            layers.append(_norm(norm, c_out))
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """R128: x + norm(conv(relu(norm(conv(x))))) with 3x3 convolutions (He et al. 2016, as in the paper)."""
+
+    def __init__(self, channels: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvLayer(channels, channels, 3, norm=norm),
+            ConvLayer(channels, channels, 3, norm=norm, relu=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class UpsampleLayer(nn.Sequential):
+    """uk: x2 upsampling and a 3x3 convolution (+ norm + ReLU)."""
+
+    def __init__(self, c_in: int, c_out: int, norm: str, mode: str):
+        if mode == "nearest":
+            layers: list[nn.Module] = [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(c_in, c_out, 3, bias=False),
+            ]
+        else:
+            # The paper's fractionally-strided convolution; padding chosen so the output is exactly x2.
+            layers = [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=False)]
+        layers += [_norm(norm, c_out), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class TransformerNet(nn.Module):
+    """Johnson et al.'s feed-forward style network; images (B, 3, H, W) in [0, 1] -> same shape in [0, 1].
+
+    Args:
+        width: channel multiplier: 1.0 is the paper (32-64-128 channels), 0.5 the half-width
+            networks of the fast-neural-style release (about 4x fewer FLOPs).
+        num_residual: number of residual blocks (5 in the paper).
+        norm: ``"instance"`` (default, Ulyanov et al.) or ``"batch"`` (the paper).
+        upsample: ``"nearest"`` (x2 nearest + conv, no checkerboard; default) or ``"transpose"``
+            (the paper's transposed convolutions).
+
+    The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
+    rebuilds it, and model files store exactly this dict.
+    """
+
+    def __init__(
+        self, width: float = 1.0, num_residual: int = 5, norm: str = "instance", upsample: str = "nearest"
+    ) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ConfigError(f"model.norm={norm!r} must be one of {NORMS}")
+        if upsample not in UPSAMPLES:
+            raise ConfigError(f"model.upsample={upsample!r} must be one of {UPSAMPLES}")
+        if not 0 < width <= 4:
+            raise ConfigError(f"model.width={width} must be in (0, 4]")
+        if num_residual < 0:
+            raise ConfigError(f"model.num_residual={num_residual} must be >= 0")
+        self.config: dict[str, Any] = {
+            "width": float(width),
+            "num_residual": int(num_residual),
+            "norm": norm,
+            "upsample": upsample,
+        }
+        c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
+        self.encoder = nn.Sequential(
+            ConvLayer(3, c1, 9, norm=norm),  # c9s1-32
+            ConvLayer(c1, c2, 3, stride=2, norm=norm),  # d64
+            ConvLayer(c2, c3, 3, stride=2, norm=norm),  # d128
+        )
+        self.residuals = nn.Sequential(*(ResidualBlock(c3, norm) for _ in range(num_residual)))  # R128 x 5
+        self.decoder = nn.Sequential(
+            UpsampleLayer(c3, c2, norm, upsample),  # u64
+            UpsampleLayer(c2, c1, norm, upsample),  # u32
+            ConvLayer(c1, 3, 9, norm=None, relu=False),  # c9s1-3
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        # Two stride-2 stages: pad to a multiple of 4 so that the output is exactly the input size.
+        ph, pw = (-h) % 4, (-w) % 4
+        x = F.pad(images, (0, pw, 0, ph), mode="reflect") if ph or pw else images
+        y = self.decoder(self.residuals(self.encoder(x)))
+        return torch.sigmoid(y[..., :h, :w])  # (B, 3, H, W) in [0, 1]

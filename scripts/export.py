@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Export a trained network. Options: configs/export.yaml.
+
+python scripts/export.py model=outputs/.../checkpoints/last.ckpt output=model.safetensors
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from fastns.cli import user_errors
+from fastns.export import run
+
+
+@hydra.main(version_base="1.3", config_path="../configs/tools", config_name="export")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

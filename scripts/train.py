@@ -1,0 +1,22 @@
+#!/usr/bin/env python
+"""Train a feed-forward style network. Options: configs/train.yaml and the README.
+
+python scripts/train.py style=starry_night data.root=/data/coco/train2014
+python scripts/train.py experiment=quickstart
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from fastns.cli import user_errors
+from fastns.train import train
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

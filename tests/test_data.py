@@ -1,0 +1,86 @@
+"""Content data: folders, crops, bad files, empty or missing folders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastns.data import ContentDataModule, ContentImages, find_images, resolve_root
+from fastns.errors import ConfigError
+
+from .conftest import make_photo
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(6):
+        make_photo(
+            root / ("sub" if i % 2 else "") / f"p{i}.{['jpg', 'png', 'webp'][i % 3]}",
+            size=(60 + 7 * i, 40),
+            seed=i,
+        )
+    (root / "notes.txt").write_text("not an image, ignored by extension")
+    return root
+
+
+def test_finds_images_recursively(photo_dir):
+    files = find_images(photo_dir)
+    assert len(files) == 6 and all(f.suffix in (".jpg", ".png", ".webp") for f in files)
+
+
+def test_crops_are_square_in_range_and_random_for_training(photo_dir):
+    files = find_images(photo_dir)
+    train, val = ContentImages(files, 32, train=True), ContentImages(files, 32, train=False)
+    item = train[0]
+    assert item["image"].shape == (3, 32, 32) and item["skipped"] == 0
+    assert 0 <= item["image"].min() and item["image"].max() <= 1
+    assert torch.equal(val[3]["image"], val[3]["image"])  # centre crop: deterministic
+    crops = {tuple(train[5]["image"].flatten()[:50].tolist()) for _ in range(8)}
+    assert len(crops) > 1  # random crop / flip
+
+
+def test_corrupt_file_is_skipped_and_counted(photo_dir, caplog):
+    bad = photo_dir / "a_corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    files = find_images(photo_dir)
+    assert files[0] == bad
+    ds = ContentImages(files, 24, train=False)
+    item = ds[0]
+    assert item["skipped"] == 1 and item["image"].shape == (3, 24, 24)
+    assert "a_corrupt.jpg" in caplog.text
+
+
+def test_datamodule_holds_out_fixed_validation_images(photo_dir):
+    dm = ContentDataModule(root=str(photo_dir), image_size=24, batch_size=2, val_size=2, num_workers=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == 4 and len(dm.val_set) == 2
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 24, 24) and batch["skipped"].shape == (2,)
+    assert set(dm.val_set.files).isdisjoint(dm.train_set.files)
+
+
+def test_empty_and_missing_folders_are_one_line_errors(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"data.root=.*empty: no images"):
+        find_images(tmp_path / "empty")
+    with pytest.raises(ConfigError, match=r"no such folder.*train2014"):
+        find_images(tmp_path / "missing")
+    monkeypatch.delenv("FASTNS_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        resolve_root(None)
+    assert "data.root is not set" in str(e.value) and "cocodataset.org" in str(e.value)
+
+
+def test_default_location_is_found(tmp_path, monkeypatch):
+    root = tmp_path / "coco" / "train2014"
+    make_photo(root / "x.jpg")
+    monkeypatch.setenv("FASTNS_DATA", str(tmp_path))
+    assert resolve_root(None) == [root / "x.jpg"]
+
+
+def test_bundled_sample_photos_exist():
+    files = resolve_root("samples")
+    assert len(files) >= 8

@@ -1,0 +1,242 @@
+"""Training end to end on tiny inputs: run folder, checkpoints, TensorBoard, model file, resume,
+interruption, divergence, experiments, export and 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fastns.modelfile import load_model
+from fastns.train import build, train
+
+from .conftest import CONFIGS, ROOT, compose, make_photo
+
+TRAIN = ROOT / "scripts" / "train.py"
+EXPORT = ROOT / "scripts" / "export.py"
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    for i in range(10):
+        make_photo(root / f"{i:02d}.jpg", size=(48 + 3 * i, 40), seed=i)
+    return root
+
+
+def tiny(photos: Path, style_file: Path, run_dir: Path, steps: int = 4) -> list[str]:
+    """Overrides that make a training run take a few seconds on a CPU."""
+    return [
+        f"data.root={photos}",
+        "data.image_size=32",
+        "data.batch_size=2",
+        "data.val_size=2",
+        "data.num_workers=0",
+        "model.width=0.25",
+        "model.num_residual=1",
+        "loss.vgg.weights=random",
+        f"style.image={style_file}",
+        "style.size=32",
+        "trainer=cpu",
+        f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+        "checkpoint_every=2",
+        "preview_images=2",
+        f"run_dir={run_dir}",
+    ]
+
+
+def run_cli(script: Path, args: list[str], monkeypatch) -> int:
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return 0
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    ea = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    return ea
+
+
+def test_cli_training_writes_run_folder_and_resumes(tmp_path, photos, style_file, monkeypatch):
+    run_dir = tmp_path / "run"
+    args = [*tiny(photos, style_file, run_dir)[:-1], f"hydra.run.dir={run_dir}"]
+    assert run_cli(TRAIN, args, monkeypatch) == 0
+
+    # The resolved config, checkpoints (periodic and last), events and the model file.
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt", "step=000002.ckpt", "step=000004.ckpt"]
+    ea = events(run_dir)
+    scalars = set(ea.Tags()["scalars"])
+    for tag in [
+        "train/loss/total",
+        "train/loss/content/relu2_2",
+        "train/loss/style/relu3_3",
+        "train/loss/tv",
+        "val/loss/total",
+    ]:
+        assert tag in scalars, tag
+    assert {"preview", "style"} <= set(ea.Tags()["images"])
+    assert [e.step for e in ea.Images("preview")] == [2, 4]
+
+    net, info = load_model(run_dir / "model.safetensors")
+    assert info.training["steps"] == 4 and info.style["name"] == "style"
+    assert info.loss["style_layers"] == {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+    assert set(info.training["final_losses"]) >= {"total", "content", "style", "tv"}
+    assert net(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any(k.startswith("loss_fn.") for k in ckpt["state_dict"])  # no VGG in checkpoints
+
+    # Resume: the step count, optimiser state and curves continue in the same folder.
+    steps_before = [e.step for e in ea.Scalars("train/loss/total")]
+    args = [a for a in args if not a.startswith("trainer.max_steps")] + [
+        "trainer.max_steps=6",
+        "ckpt_path=last",
+    ]
+    assert run_cli(TRAIN, args, monkeypatch) == 0
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    adam_state = next(iter(ckpt["optimizer_states"][0]["state"].values()))
+    assert int(adam_state["step"]) == 6  # Adam's moments carried over, not restarted
+    steps_after = [e.step for e in events(run_dir).Scalars("train/loss/total")]
+    assert max(steps_after) > max(steps_before) and min(steps_after) == min(steps_before)
+    assert load_model(run_dir / "model.safetensors")[1].training["steps"] == 6
+
+
+def test_export_script_turns_a_checkpoint_into_the_model_file(tmp_path, photos, style_file, monkeypatch):
+    run_dir = tmp_path / "run"
+    summary = train(compose("train", tiny(photos, style_file, run_dir, steps=2)))
+    out = tmp_path / "exported.safetensors"
+    assert (
+        run_cli(EXPORT, [f"model={run_dir / 'checkpoints' / 'last.ckpt'}", f"output={out}"], monkeypatch) == 0
+    )
+    a, _ = load_model(out)
+    b, _ = load_model(summary["model"])
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    assert run_cli(EXPORT, [f"model={tmp_path / 'nope.ckpt'}"], monkeypatch) == 2
+
+
+class _SendSignal(Callback):
+    def __init__(self, at_step: int, sig: int) -> None:
+        self.at_step, self.sig = at_step, sig
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            os.kill(os.getpid(), self.sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_a_checkpoint_and_stops(tmp_path, photos, style_file, sig):
+    run_dir = tmp_path / "run"
+    cfg = compose("train", [*tiny(photos, style_file, run_dir, steps=50), "checkpoint_every=100"])
+    trainer, module, dm, stopper = build(cfg, run_dir)
+    trainer.callbacks.append(_SendSignal(3, sig))
+    trainer.fit(module, datamodule=dm)
+    assert stopper.requested == signal.Signals(sig).name
+    assert trainer.global_step == 4  # the step in progress finished, then it stopped
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, photos, style_file):
+    from fastns.module import TrainingDiverged
+
+    run_dir = tmp_path / "run"
+    cfg = compose("train", tiny(photos, style_file, run_dir, steps=10))
+    trainer, module, dm, _ = build(cfg, run_dir)
+    real = module.loss_fn.forward
+
+    def poisoned(images, content=None):
+        terms = real(images, content)
+        if module.global_step >= 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    module.loss_fn.forward = poisoned
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 3"):
+        trainer.fit(module, datamodule=dm)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert not (run_dir / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_runs_one_step(tmp_path, photos, style_file, experiment):
+    overrides = [
+        f"experiment={experiment}",
+        "trainer.max_steps=1",
+        "loss.vgg.weights=random",
+        f"style.image={style_file}",
+        "data.num_workers=0",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        f"run_dir={tmp_path / 'run'}",
+    ]
+    cfg = compose("train", overrides)
+    if cfg.data.root != "samples":
+        cfg.data.root = str(photos)
+    summary = train(cfg)
+    assert summary["steps"] == 1 and Path(summary["model"]).is_file()
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path, style_file, monkeypatch, capsys):
+    monkeypatch.delenv("FASTNS_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code = run_cli(
+        TRAIN,
+        [f"style.image={style_file}", "loss.vgg.weights=random", f"hydra.run.dir={tmp_path / 'r'}"],
+        monkeypatch,
+    )
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: data.root is not set") and "experiment=quickstart" in err[0]
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "fresh"), "ckpt_path=last"])
+    with pytest.raises(Exception, match="ckpt_path=last: no checkpoint"):
+        train(cfg)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tmp_path, photos, style_file):
+    run_dir = tmp_path / "ddp"
+    args = [
+        a for a in tiny(photos, style_file, run_dir, steps=3) if not a.startswith(("trainer=", "run_dir"))
+    ]
+    cmd = [
+        sys.executable,
+        str(TRAIN),
+        *args,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, info = load_model(run_dir / "model.safetensors")
+    assert info.training["steps"] == 3 and info.training["world_size"] == 2
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

@@ -1,0 +1,70 @@
+"""The transformer network: shapes, range, gradients, configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastns.errors import ConfigError
+from fastns.losses import PerceptualLoss
+from fastns.transformer import TransformerNet
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (17, 64), (8, 9)])
+def test_output_has_input_shape_and_range(size):
+    net = TransformerNet(width=0.25)
+    x = torch.rand(2, 3, *size)
+    y = net(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "norm, upsample", [("instance", "nearest"), ("batch", "transpose"), ("instance", "transpose")]
+)
+def test_every_parameter_gets_a_gradient_and_vgg_none(norm, upsample):
+    net = TransformerNet(width=0.25, num_residual=2, norm=norm, upsample=upsample)
+    loss = PerceptualLoss(
+        ["relu2_2"],
+        ["relu1_2", "relu2_2"],
+        style_weight=1e3,
+        tv_weight=1e-2,
+        vgg={"arch": "vgg16", "weights": "random"},
+    )
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    content = torch.rand(2, 3, 32, 32)
+    loss(net(content), content)["total"].backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in loss.parameters())
+
+
+def test_width_multiplier_and_paper_size():
+    full, half = TransformerNet(), TransformerNet(width=0.5)
+    n_full = sum(p.numel() for p in full.parameters())
+    n_half = sum(p.numel() for p in half.parameters())
+    assert 1.5e6 < n_full < 1.8e6  # ~1.68M parameters in the paper's network
+    assert 3.5 < n_full / n_half < 4.5  # half width: ~4x fewer parameters
+    assert full.encoder[0][1].out_channels == 32 and half.encoder[0][1].out_channels == 16
+
+
+def test_config_rebuilds_the_network():
+    net = TransformerNet(width=0.5, num_residual=3, norm="batch", upsample="transpose")
+    again = TransformerNet(**net.config)
+    assert again.config == net.config
+    again.load_state_dict(net.state_dict())  # same architecture, strictly
+
+
+def test_instance_norm_output_does_not_depend_on_the_batch():
+    net = TransformerNet(width=0.25).eval()
+    a, b = torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(net(a), net(torch.cat([a, b]))[:1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"norm": "layer"}, {"upsample": "bilinear"}, {"width": 0}, {"num_residual": -1}]
+)
+def test_bad_arguments(kw):
+    with pytest.raises(ConfigError):
+        TransformerNet(**kw)
