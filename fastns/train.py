@@ -133,6 +133,8 @@ def build(
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.get("scheduler")),
         max_previews=int(cfg.preview_images),
+        channels_last=bool(cfg.channels_last),
+        compile=bool(cfg.compile),
     )
     ckpt_dir = run_dir / "checkpoints"
     stopper = GracefulStop(ckpt_dir)

@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Training step speed: fastns's step vs a plain reference step, side by side, at equal loss values.
+
+    python benchmarks/bench_train.py                     # CPU (or the GPU when there is one), 128 and 256 px
+    python benchmarks/bench_train.py --sizes 256 --steps 20 --precision bf16-mixed   # GPU
+
+The reference is the step written the straightforward way (as pytorch/examples' fast_neural_style
+does): transformer forward, two full VGG16 passes up to relu4_3 (stylised output and content),
+the Gram matrix of every style layer, default Adam, NCHW tensors. The fastns step is
+``StyleTransferModule.training_step`` as ``scripts/train.py`` runs it. Both start from the same
+weights and batch; the table reports both loss values so that "equal loss" can be checked, the
+median seconds per step, steps/s and the speed-up ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastns.losses import gram_matrix
+from fastns.module import StyleTransferModule
+from fastns.utils import resolve_device
+from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+STYLE_LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+
+
+class ReferenceVGG(nn.Module):
+    """VGG16 features up to relu4_3 in four slices, returning all four activations (no truncation)."""
+
+    def __init__(self, features: nn.Sequential) -> None:
+        super().__init__()
+        self.slices = nn.ModuleList([features[0:4], features[4:9], features[9:16], features[16:23]])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        out = []
+        for s in self.slices:
+            x = s(x)
+            out.append(x)
+        return out  # relu1_2, relu2_2, relu3_3, relu4_3
+
+
+def reference_step(net, vgg, style_grams, weights, x, opt):
+    """The straightforward training step; returns the total loss."""
+    cw, sw, tw = weights
+    opt.zero_grad()
+    y = net(x)
+    fy = vgg(y)
+    fx = vgg(x)  # a second full pass, although only relu2_2 is needed for the content loss
+    content = cw * F.mse_loss(fy[1], fx[1])
+    style = sum(
+        sw * F.mse_loss(gram_matrix(f), g.expand(f.shape[0], -1, -1))
+        for f, g in zip(fy, style_grams, strict=True)
+    )
+    tv = tw * (
+        (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
+    )
+    total = content + style + tv
+    total.backward()
+    opt.step()
+    return float(total)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, steps: int, device) -> tuple[float, float]:
+    fn()  # warm-up (allocators, kernel selection, lazy init)
+    fn()
+    times, value = [], 0.0
+    for _ in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        value = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per cell (median reported)")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--precision", default="32-true", help="32-true | bf16-mixed (fastns step only; GPU)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="VGG16 weights (default: ../shared's offline VGG16 if present, else random)",
+    )
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    shared_vgg = SHARED / "weights" / "vgg16_hed_features.pth"
+    weights = args.weights or (str(shared_vgg) if shared_vgg.exists() else "random")
+    style_path = SHARED / "data" / "styles" / "starry_night.jpg"
+    style_cfg = {"image": str(style_path), "size": 256} if style_path.exists() else None
+    if style_cfg is None:  # no ../shared: a synthetic style image
+        from PIL import Image
+
+        tmp = Path("/tmp/fastns_bench_style.png")
+        Image.fromarray((torch.rand(256, 256, 3) * 255).byte().numpy()).save(tmp)
+        style_cfg = {"image": str(tmp), "size": 256}
+
+    torch.manual_seed(0)
+    loss_cfg = {
+        "content_layers": {"relu2_2": 1.0},
+        "style_layers": dict.fromkeys(STYLE_LAYERS, 1.0),
+        "content_weight": 1e5,
+        "style_weight": 1e10,
+        "tv_weight": 1e6,
+        "vgg": {"arch": "vgg16", "weights": weights},
+    }
+    module = StyleTransferModule(
+        model={"width": args.width},
+        loss=loss_cfg,
+        style=style_cfg,
+        image_size=256,
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+    )
+    module.to(device)
+    opt = module.configure_optimizers()
+    module.prepare_for_training()  # what on_fit_start does in scripts/train.py
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision.startswith("bf16"))
+
+    ref_net = copy.deepcopy(module.net).to(memory_format=torch.contiguous_format)
+    ref_vgg = ReferenceVGG(copy.deepcopy(module.loss_fn.encoder.features)).to(device)
+    ref_opt = torch.optim.Adam(ref_net.parameters(), lr=1e-3)
+    ref_grams = [module.loss_fn._style_targets[n] for n in STYLE_LAYERS]
+    lw = (loss_cfg["content_weight"], loss_cfg["style_weight"], loss_cfg["tv_weight"])
+
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine())
+    )
+    print(
+        f"# Training step benchmark on {device} ({name}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
+    )
+    print(
+        f"batch {args.batch}, width {args.width}, VGG16 weights: {Path(weights).name}, fastns precision {args.precision}\n"
+    )
+    print(
+        "| size | reference s/step | fastns s/step | reference steps/s | fastns steps/s | speed-up | loss ref / fastns (first step) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        gen = torch.Generator().manual_seed(size)
+        x = torch.rand(args.batch, 3, size, size, generator=gen).to(device)
+        # Equal loss values: both start from the same weights and batch.
+        ref_net.load_state_dict(module.net.state_dict())
+        with torch.no_grad(), autocast:
+            ours0 = float(module.compute_loss(x)["total"])
+        ref0 = _reference_total(ref_net, ref_vgg, ref_grams, lw, x)
+
+        def ours(x=x):
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = module.compute_loss(x)["total"]
+            loss.backward()
+            opt.step()
+            return float(loss)
+
+        t_ref, _ = median_time(
+            lambda x=x: reference_step(ref_net, ref_vgg, ref_grams, lw, x, ref_opt), args.steps, device
+        )
+        t_ours, _ = median_time(ours, args.steps, device)
+        print(
+            f"| {size} | {t_ref:.3f} | {t_ours:.3f} | {1 / t_ref:.2f} | {1 / t_ours:.2f} | {t_ref / t_ours:.2f}x | "
+            f"{ref0:.6g} / {ours0:.6g} |",
+            flush=True,
+        )
+    print(f"\ncommand: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
+
+
+@torch.no_grad()
+def _reference_total(net, vgg, grams, lw, x) -> float:
+    cw, sw, tw = lw
+    y = net(x)
+    fy, fx = vgg(y), vgg(x)
+    total = cw * F.mse_loss(fy[1], fx[1])
+    total = total + sum(
+        sw * F.mse_loss(gram_matrix(f), g.expand(f.shape[0], -1, -1)) for f, g in zip(fy, grams, strict=True)
+    )
+    total = total + tw * (
+        (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
+    )
+    return float(total)
+
+
+if __name__ == "__main__":
+    main()
