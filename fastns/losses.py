@@ -19,6 +19,15 @@ jcjohnson/fast-neural-style and pytorch/examples, so published loss weights carr
 
 Every term is returned already multiplied by its weights (``α·w_l`` for content, ``β·w_l`` for
 style), so the terms add up to ``total`` and each logged number is its share of the objective.
+
+**Normalised mode** (``normalize=True``, a fastns option, off in the paper presets): each layer's
+term is divided by the mean square of its target (``mean(A_l²)`` for style, ``mean(P_l²)`` for
+content), i.e. it becomes a *relative* squared error. VGG weight sources differ wildly in
+activation scale — the style distance of relu1_2 and relu4_3 differs by 8 orders of magnitude with
+an HED-fine-tuned VGG16 and by 3-4 with ImageNet or random weights — so with the papers'
+normalisation the layer and loss weights have to be re-tuned for every VGG. Relative errors are
+O(1) on every layer and for every VGG, so one set of weights is a sound start for any of them (how
+strongly a VGG's features express a style still differs: random weights stylise far less).
 """
 
 from __future__ import annotations
@@ -99,6 +108,7 @@ class PerceptualLoss(nn.Module):
         tv_weight: weight of the total-variation regulariser (0 disables it).
         vgg: a :class:`VGGFeatures` that provides all the layers above, or keyword arguments to
             build one (``arch``, ``weights``, ``pooling``, ``seed``).
+        normalize: divide each layer's term by its target's mean square (see the module docstring).
 
     Returns (from ``forward``): a dict of scalar tensors ``content/<layer>``, ``style/<layer>``,
     ``tv``, and the sums ``content``, ``style`` and ``total``.
@@ -112,8 +122,10 @@ class PerceptualLoss(nn.Module):
         style_weight: float = 1.0,
         tv_weight: float = 0.0,
         vgg: VGGFeatures | Mapping | None = None,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
+        self.normalize = bool(normalize)
         self.content_layers = _layer_weights("content_layers", content_layers)
         self.style_layers = _layer_weights("style_layers", style_layers)
         self.content_weight, self.style_weight, self.tv_weight = (
@@ -132,6 +144,7 @@ class PerceptualLoss(nn.Module):
         else:
             self.encoder = VGGFeatures(needed, **dict(vgg or {}))
         self._style_targets: dict[str, torch.Tensor] = {}
+        self._style_scales: dict[str, torch.Tensor] = {}
         self._content_targets: dict[str, torch.Tensor] = {}
 
     # -- targets ---------------------------------------------------------------------------
@@ -170,6 +183,8 @@ class PerceptualLoss(nn.Module):
             for name, g in self.style_grams(img).items():
                 targets[name] = targets.get(name, 0) + g * (w / total)
         self._style_targets = targets
+        # mean(A_l^2) per layer, the denominators of the normalised mode (clamped away from 0).
+        self._style_scales = {k: v.pow(2).mean().clamp_min(1e-30) for k, v in targets.items()}
 
     @torch.no_grad()
     def set_content(self, content: torch.Tensor | None) -> None:
@@ -189,6 +204,7 @@ class PerceptualLoss(nn.Module):
         # Move the cached targets along with the module (.to(device), .half(), ...).
         super()._apply(fn, recurse)
         self._style_targets = {k: fn(v) for k, v in self._style_targets.items()}
+        self._style_scales = {k: fn(v) for k, v in self._style_scales.items()}
         self._content_targets = {k: fn(v) for k, v in self._content_targets.items()}
         return self
 
@@ -223,11 +239,15 @@ class PerceptualLoss(nn.Module):
         if self.content_weight != 0:
             for name, target in content_targets.items():
                 t = self.content_weight * self.content_layers[name] * content_loss(feats[name], target)
+                if self.normalize:
+                    t = t / target.float().pow(2).mean().clamp_min(1e-30)
                 terms[f"content/{name}"] = t
                 content_sum = content_sum + t
         if use_style:
             for name, w in self.style_layers.items():
                 t = self.style_weight * w * style_loss(gram_matrix(feats[name]), self._style_targets[name])
+                if self.normalize:
+                    t = t / self._style_scales[name]
                 terms[f"style/{name}"] = t
                 style_sum = style_sum + t
         tv = self.tv_weight * tv_loss(images) if self.tv_weight != 0 else zero
@@ -245,6 +265,7 @@ class PerceptualLoss(nn.Module):
             "content_weight": self.content_weight,
             "style_weight": self.style_weight,
             "tv_weight": self.tv_weight,
+            "normalize": self.normalize,
             "vgg": {
                 "arch": self.encoder.arch,
                 "weights": self.encoder.weights_source,

@@ -163,3 +163,21 @@ def test_config_round_trip():
     loss = make_loss()
     again = PerceptualLoss(**{**loss.config(), "vgg": {**loss.config()["vgg"]}})
     assert again.config() == loss.config()
+
+
+def test_normalised_terms_do_not_depend_on_the_vgg_activation_scale():
+    """normalize=True makes every term a relative error: scaling all activations changes nothing."""
+    style, content, image = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24)
+    results = {}
+    for normalize in (False, True):
+        for k in (1.0, 10.0):
+            loss = make_loss(normalize=normalize, tv_weight=0.0)
+            with torch.no_grad():  # zero biases (torchvision's init) + ReLU/max-pool: features scale by k
+                loss.encoder.features[0].weight.mul_(k)
+            loss.set_style(style)
+            loss.set_content(content)
+            results[normalize, k] = loss(image)
+    for name in ("content/relu2_2", "style/relu1_2", "style/relu2_2"):
+        assert torch.isclose(results[True, 1.0][name], results[True, 10.0][name], rtol=1e-4), name
+        assert not torch.isclose(results[False, 1.0][name], results[False, 10.0][name], rtol=0.5), name
+    assert results[True, 1.0]["style/relu1_2"] < 10  # O(1) relative errors
