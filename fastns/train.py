@@ -74,7 +74,7 @@ class GracefulStop(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
             self.saved = self.ckpt_dir / "last.ckpt"
-            trainer.save_checkpoint(self.saved)
+            trainer.save_checkpoint(self.saved, weights_only=False)
             trainer.should_stop = True
             self.requested = self.requested or "stop on another rank"
 
@@ -181,7 +181,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if stopper.requested is None:
         # The periodic checkpoints may not fall on the last step: make last.ckpt the final state,
         # so that exporting or extending the run starts from where it ended. (Collective in DDP.)
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     summary = module.training_summary()
     summary["run_dir"] = str(run_dir)
     if stopper.requested is not None:
