@@ -73,7 +73,7 @@ def reference_step(net, vgg, style_grams, weights, x, opt):
     total = content + style + tv
     total.backward()
     opt.step()
-    return float(total)
+    return float(total.detach())
 
 
 def sync(device) -> None:
@@ -177,7 +177,7 @@ def main() -> None:
                 loss = module.compute_loss(x)["total"]
             loss.backward()
             opt.step()
-            return float(loss)
+            return float(loss.detach())
 
         t_ref, _ = median_time(
             lambda x=x: reference_step(ref_net, ref_vgg, ref_grams, lw, x, ref_opt), args.steps, device
@@ -203,7 +203,7 @@ def _reference_total(net, vgg, grams, lw, x) -> float:
     total = total + tw * (
         (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
     )
-    return float(total)
+    return float(total.detach())
 
 
 if __name__ == "__main__":

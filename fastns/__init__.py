@@ -15,9 +15,19 @@ from .vgg import VGGFeatures  # noqa: E402
 __all__ = [
     "FastnsError",
     "PerceptualLoss",
+    "Stylizer",
     "VGGFeatures",
     "gram_matrix",
     "load_image",
     "save_image",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # The stylizer is imported on first use, so that `import fastns` stays light.
+    if name == "Stylizer":
+        from .stylize import Stylizer
+
+        return Stylizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

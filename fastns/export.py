@@ -1,32 +1,244 @@
-"""Exports of a trained network (behind ``scripts/export.py``)."""
+"""Exports of a trained network (behind ``scripts/export.py``).
+
+- ``safetensors``: the fastns model file, from a training checkpoint (``.ckpt``).
+- ``torchscript``: a scripted module (``torch.jit.load``, or libtorch from C++), no fastns needed.
+- ``onnx``: an ONNX graph for onnxruntime, TensorRT, OpenVINO, browsers... (needs the ``onnx`` and
+  ``onnxscript`` packages: ``pip install 'fastns[export]'``).
+
+The TorchScript and ONNX files hold :class:`fastns.stylize.PaddedNet`: the network *with* the
+stylizer's reflection border, so they give the same images as ``scripts/stylize.py`` at
+``strength=1``. Input ``images``: float32 ``(N, 3, H, W)`` RGB in [0, 1], any N, H, W (ONNX: H and
+W at least ``border + 1``); output ``stylised``: the same shape, in [0, 1]. Both carry the fastns
+metadata (format, style, network description) as JSON: ONNX in ``metadata_props``, TorchScript
+in the extra file ``fastns.json``. Each export is checked after writing against the PyTorch
+network on random images of two odd sizes (max abs difference <= 1e-3; ONNX with onnxruntime
+when it is installed) and only then renamed into place.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+import torch
 
-from .errors import ConfigError
+from . import __version__
+from .errors import ConfigError, FastnsError, ModelFileError
+from .modelfile import FORMAT, FORMAT_VERSION, ModelInfo, load_model
+from .stylize import DEFAULT_BORDER, PaddedNet
+from .transformer import TransformerNet
+from .utils import atomic_write
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"safetensors": ".safetensors"}
+FORMATS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
+#: Largest output difference from PyTorch that an export may show, on [0, 1] images.
+TOLERANCE = 1e-3
+#: Image sizes the exports are checked on: odd, non-square, not multiples of 4.
+_CHECK_SHAPES = ((1, 3, 67, 45), (2, 3, 50, 90))
+
+
+class ExportError(FastnsError):
+    """An export could not be written or does not match the PyTorch network."""
+
+
+def load_any(path: str | Path) -> tuple[TransformerNet, ModelInfo]:
+    """The network in a model file (``.safetensors``) or a training checkpoint (``.ckpt``)."""
+    path = Path(path)
+    if path.suffix != ".ckpt":
+        return load_model(path)
+    from .train import export_checkpoint  # Lightning checkpoints: only needed for this case
+
+    # export_checkpoint validates the checkpoint and writes the model file; read it back from a
+    # temporary folder so that both paths share one loader.
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_model(export_checkpoint(path, Path(tmp) / "model.safetensors"))
+
+
+def metadata(info: ModelInfo, border: int) -> dict[str, str]:
+    """String metadata for an exported graph: the model file's, plus how to call the graph."""
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "fastns_version": __version__,
+        "model": json.dumps(info.model),
+        "style": json.dumps(info.style),
+        "training": json.dumps(info.training),
+        "border": str(border),
+        "input": "images: float32 (N, 3, H, W) RGB in [0, 1]",
+        "output": "stylised: float32 (N, 3, H, W) RGB in [0, 1]",
+    }
+
+
+def _check(run: Any, reference: torch.nn.Module, what: str, path: Path) -> float:
+    """Max abs difference between ``run(x)`` and ``reference(x)`` on random images; raises if too large."""
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for shape in _CHECK_SHAPES:
+        x = torch.rand(shape, generator=gen)
+        with torch.inference_mode():
+            expected = reference(x)
+        got = torch.as_tensor(run(x))
+        if got.shape != expected.shape:
+            raise ExportError(f"{path}: the {what} gives shape {tuple(got.shape)} for {shape}")
+        worst = max(worst, (got.float() - expected).abs().max().item())
+    if not worst <= TOLERANCE:
+        raise ExportError(
+            f"{path}: the {what} differs from PyTorch by {worst:.2e} (> {TOLERANCE}); not written"
+        )
+    return worst
+
+
+def export_torchscript(
+    net: TransformerNet,
+    info: ModelInfo,
+    output: str | Path,
+    border: int = DEFAULT_BORDER,
+    verify: bool = True,
+) -> Path:
+    """Write ``net`` (with the border) as TorchScript, checked against PyTorch before it is renamed into place."""
+    output = Path(output)
+    module = PaddedNet(net.cpu().float().eval(), border).eval()
+    extra = {"fastns.json": json.dumps(metadata(info, border))}
+    # PyTorch deprecates TorchScript in favour of torch.export, but it is still what libtorch (C++)
+    # and older deployments load: the warnings are about PyTorch's plans, not this file.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        scripted = torch.jit.script(module)  # scripting, not tracing: sizes stay dynamic
+        with atomic_write(output) as tmp:
+            torch.jit.save(scripted, str(tmp), _extra_files=extra)
+            if verify:
+                loaded = torch.jit.load(str(tmp), map_location="cpu")
+                diff = _check(loaded, module, "TorchScript module", output)
+                log.info("TorchScript check: max abs difference from PyTorch %.2e", diff)
+    return output
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The ONNX exporter and its optimiser log every rewrite at INFO; keep warnings and errors."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(
+    net: TransformerNet,
+    info: ModelInfo,
+    output: str | Path,
+    border: int = DEFAULT_BORDER,
+    verify: bool = True,
+    opset: int | None = None,
+) -> Path:
+    """Write ``net`` (with the border) as ONNX with dynamic batch, height and width.
+
+    Uses PyTorch's ``torch.export``-based exporter; checked with onnxruntime when installed.
+    """
+    try:
+        import onnx
+        import onnxscript  # noqa: F401 (the exporter's dependency: fail here with a clear message)
+    except ImportError as e:
+        raise ConfigError(
+            f"format=onnx needs the onnx and onnxscript packages ({e.name} is missing): pip install 'fastns[export]'"
+        ) from None
+    from torch.export import Dim
+
+    output = Path(output)
+    module = PaddedNet(net.cpu().float().eval(), border).eval()
+    side = {"min": border + 1, "max": 1 << 15}  # reflection padding needs sides > border
+    dynamic = {
+        "images": {0: Dim("batch", min=1, max=1024), 2: Dim("height", **side), 3: Dim("width", **side)}
+    }
+    example = torch.rand(1, 3, 4 * border + 8, 4 * border + 12)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                input_names=["images"],
+                output_names=["stylised"],
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as e:  # the exporter raises many types; one line is what a user can act on
+        raise ExportError(f"{output}: ONNX export failed ({str(e).strip().splitlines()[0]})") from None
+    proto = program.model_proto
+    proto.doc_string = (
+        f"fastns style network ({info.style.get('name') or 'style'}): images in [0, 1] -> stylised"
+    )
+    for key, value in metadata(info, border).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_write(output) as tmp:
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp))
+        if verify:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                log.info("onnxruntime is not installed: skipped checking the ONNX file against PyTorch")
+            else:
+                session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+                diff = _check(
+                    lambda x: session.run(None, {"images": x.numpy()})[0], module, "ONNX graph", output
+                )
+                log.info("onnxruntime check: max abs difference from PyTorch %.2e", diff)
+    return output
 
 
 def run(cfg: DictConfig) -> Path:
-    """Export ``cfg.model`` (a training checkpoint) to ``cfg.format`` at ``cfg.output``."""
-    from .train import export_checkpoint
+    """Export ``cfg.model`` (a model file or training checkpoint) to ``cfg.format`` at ``cfg.output``.
 
-    fmt = str(cfg.format)
+    ``format=null`` takes the format from ``output``'s extension (``.onnx``, ``.pt``/``.ts``,
+    ``.safetensors``), else writes the safetensors model file.
+    """
+    src = Path(cfg.model)
+    fmt = cfg.format
+    if fmt is None:
+        suffix = Path(cfg.output).suffix.lower() if cfg.output else ""
+        fmt = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pth": "torchscript"}.get(
+            suffix, "safetensors"
+        )
+    fmt = str(fmt)
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not supported; use one of {sorted(FORMATS)}")
-    src = Path(cfg.model)
     output = Path(cfg.output) if cfg.output else src.with_suffix(FORMATS[fmt])
+    if fmt == "safetensors" and src.suffix != ".ckpt":
+        raise ConfigError(
+            f"model={src}: format=safetensors turns a training checkpoint (.ckpt) into a model file; "
+            "for a model file use format=onnx or format=torchscript"
+        )
     if output.resolve() == src.resolve():
         raise ConfigError(f"output={output} is the input file; refusing to overwrite it")
-    if src.suffix != ".ckpt":
-        raise ConfigError(f"model={src}: expected a training checkpoint (.ckpt) for format={fmt}")
-    path = export_checkpoint(src, output)
+    if not src.is_file():
+        raise ModelFileError(f"{src}: no such model file")
+    border = int(cfg.border)
+    if border < 0:
+        raise ConfigError(f"border={border} must be >= 0")
+    if fmt == "safetensors":
+        from .train import export_checkpoint
+
+        path = export_checkpoint(src, output)
+    else:
+        net, info = load_any(src)
+        exporter = export_onnx if fmt == "onnx" else export_torchscript
+        path = exporter(net, info, output, border=border, verify=bool(cfg.verify))
     log.info("wrote %s", path)
     return path

@@ -40,7 +40,7 @@ def _modes_16bit() -> tuple[str, ...]:
     return ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
     mode = im.mode
     if mode == "RGB":
@@ -92,7 +92,7 @@ def open_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
                 im.draft(None, (max_side, max_side))
             im.load()
             im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return to_rgb(im)
     except Image.DecompressionBombError as e:
         raise ImageError(f"{path}: image too large to open safely ({e})") from None
     except UnidentifiedImageError:

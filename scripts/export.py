@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Export a trained network. Options: configs/export.yaml.
+"""Export a trained network. Options: configs/tools/export.yaml.
 
 python scripts/export.py model=outputs/.../checkpoints/last.ckpt output=model.safetensors
+python scripts/export.py model=runs/starry/model.safetensors format=onnx output=starry.onnx
+python scripts/export.py model=runs/starry/model.safetensors format=torchscript output=starry.pt
 """
 
 import hydra
