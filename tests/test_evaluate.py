@@ -1,0 +1,369 @@
+"""Evaluation against Gatys optimisation: the Figure 5 search, the measures, and scripts/evaluate.py end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from fastns.errors import ConfigError, FastnsError
+from fastns.evaluate import (
+    REPORT_FILES,
+    color_histogram,
+    equivalent_iterations,
+    find_photos,
+    histogram_distance,
+    load_style,
+    loss_settings,
+    run,
+    ssim_luminance,
+    summarize_iterations,
+)
+from fastns.modelfile import ModelInfo, save_model
+from fastns.transformer import TransformerNet
+
+from .conftest import CONFIGS, ROOT, make_photo
+from .conftest import run_script as run_any_script
+
+SCRIPT = ROOT / "scripts" / "evaluate.py"
+# Tiny and fast: 32 px photos, a few L-BFGS iterations, one timed forward pass, no progress bar.
+FAST = ["image_size=32", "gatys_iterations=3", "sheet_iterations=[1,3]", "timing_runs=1", "progress=false"]
+TERMS = {"content/relu2_2", "style/relu1_2", "style/relu2_2", "tv", "content", "style", "total"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # 32-px tensors gain nothing from a second thread, and on a busy machine every OpenMP barrier
+    # can wait for a core: one thread keeps these tests at a few seconds whatever else is running.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- the Figure 5 search on synthetic trajectories -------------------------------------------------
+
+
+def test_equivalent_iterations_on_a_monotone_decay():
+    traj = [100 * 0.9**i for i in range(60)]
+    assert equivalent_iterations(traj, traj[37]) == 37  # equal counts as reached
+    assert equivalent_iterations(traj, traj[37] * 1.0001) == 37
+    assert equivalent_iterations(traj, traj[37] * 0.9999) == 38
+
+
+@pytest.mark.parametrize(
+    "trajectory, target, expected",
+    [
+        ([10, 8, 6, 4, 2], 100, 0),  # the start is already as good: 0 iterations
+        ([10, 8, 6, 4, 2], 1, None),  # never within the budget: "> 4"
+        ([10, 4, 7, 3, 5], 5, 1),  # noisy: the first crossing counts, not a later one
+        ([10, math.nan, 4], 5, 2),  # a NaN loss never counts as reached
+        ([10, 8, 6], math.nan, None),
+        ([], 5, None),
+    ],
+)
+def test_equivalent_iterations_edge_cases(trajectory, target, expected):
+    assert equivalent_iterations(trajectory, target) == expected
+
+
+def test_iteration_summary_counts_unreached_images_as_more_than_the_budget():
+    s = summarize_iterations([3, None, 5], budget=10)
+    assert s["reached"] == 2 and s["images"] == 3
+    assert s["median"] == 5  # None ranks above every reached count
+    assert s["mean"] is None and s["mean_lower_bound"] == pytest.approx((3 + 11 + 5) / 3)
+    assert summarize_iterations([None, None, 3], budget=10)["median"] is None
+    assert summarize_iterations([4, 8], budget=10) | {} == {
+        "reached": 2,
+        "images": 2,
+        "budget": 10,
+        "median": 6,
+        "mean": 6,
+        "mean_lower_bound": 6,
+    }
+
+
+# -- content and colour measures -------------------------------------------------------------------
+
+
+def test_color_histogram_distance_is_zero_for_the_same_colours_and_one_for_disjoint_ones():
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 20, 30)
+    shuffled = img.flatten(2)[..., torch.randperm(600)].reshape(1, 3, 20, 30)  # same pixels, moved
+    h = color_histogram(img)
+    assert h.shape == (512,) and float(h.sum()) == pytest.approx(1.0)
+    assert histogram_distance(h, color_histogram(shuffled)) == pytest.approx(0.0, abs=1e-12)
+    black, white = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    assert histogram_distance(color_histogram(black), color_histogram(white)) == pytest.approx(1.0)
+    other = torch.rand(1, 3, 20, 30) * 0.5
+    d1 = histogram_distance(h, color_histogram(other))
+    assert 0 < d1 < 1 and d1 == pytest.approx(histogram_distance(color_histogram(other), h))
+
+
+@pytest.mark.parametrize("size", [(36, 48), (9, 12)])  # Gaussian window, and the small-image fallback
+def test_ssim_of_luminance(size):
+    torch.manual_seed(0)
+    photo = torch.rand(1, 3, *size)
+    assert ssim_luminance(photo, photo) == pytest.approx(1.0)
+    gray = photo.mean(1, keepdim=True).expand(1, 3, *size)
+    noise = torch.rand(1, 3, *size)
+    assert ssim_luminance(noise, photo) < 0.5 < ssim_luminance(gray, photo)
+
+
+# -- model, loss and style settings ----------------------------------------------------------------
+
+
+def _info(tiny_loss_cfg, style_sources) -> ModelInfo:
+    return ModelInfo(
+        model={"width": 0.25},
+        style={"name": "s", "sources": style_sources, "size": 24, "blend_weights": None},
+        loss=tiny_loss_cfg,
+    )
+
+
+def test_loss_settings_keep_the_models_objective_and_take_vgg_overrides(tiny_loss_cfg):
+    info = _info(tiny_loss_cfg, [])
+    same = loss_settings(info, {"vgg": {"arch": None, "weights": None, "pooling": None}}, "m")
+    assert same == tiny_loss_cfg
+    changed = loss_settings(info, {"vgg": {"weights": "/x/vgg16.pth", "arch": None}}, "m")
+    assert changed["vgg"] == {**tiny_loss_cfg["vgg"], "weights": "/x/vgg16.pth"}
+    assert changed["style_layers"] == tiny_loss_cfg["style_layers"]
+    assert info.loss == tiny_loss_cfg  # the model's settings are not modified
+    with pytest.raises(ConfigError, match="loss.style_weight cannot be changed"):
+        loss_settings(info, {"style_weight": 1.0}, "m")
+
+
+def test_style_comes_from_the_model_or_from_style_image(tmp_path, tiny_loss_cfg, style_file):
+    style = load_style({"image": None, "size": None}, _info(tiny_loss_cfg, [str(style_file)]), "m")
+    assert style.sources == [str(style_file)] and style.size == 24 and style.name == "s"
+    gone = _info(tiny_loss_cfg, [str(tmp_path / "moved.jpg")])
+    with pytest.raises(FastnsError, match=r"style image of m cannot be loaded .*pass style.image="):
+        load_style({"image": None}, gone, "m")
+    other = make_photo(tmp_path / "other.png", size=(30, 20))
+    style = load_style({"image": str(other), "size": 16}, gone, "m")
+    assert style.sources == [str(other)] and style.size == 16
+    with pytest.raises(ConfigError, match="names no style image"):
+        load_style({"image": None}, _info(tiny_loss_cfg, []), "m")
+
+
+def test_photos_from_a_folder_a_file_or_a_glob_without_the_report(tmp_path):
+    folder = tmp_path / "photos"
+    for name in ("c.png", "a.jpg", "sub/b.png"):
+        make_photo(folder / name, size=(20, 16))
+    (folder / "notes.txt").write_text("not a photo")
+    report = folder / "report"  # an earlier report inside the folder: its pictures are not photos
+    make_photo(report / "contact_sheet.png", size=(20, 16))
+    make_photo(folder / "loss_curves.png", size=(20, 16))  # a report written into the folder itself
+
+    def names(files):
+        return [str(f.relative_to(folder)) for f in files]
+
+    assert names(find_photos(folder, report, None)) == ["a.jpg", "c.png", "loss_curves.png", "sub/b.png"]
+    assert names(find_photos(folder, folder, None)) == [
+        "a.jpg",
+        "c.png",
+        "report/contact_sheet.png",
+        "sub/b.png",
+    ]
+    assert names(find_photos(folder, report, 2)) == ["a.jpg", "c.png"]  # the first N, sorted
+    assert names(find_photos(f"{folder}/**/*.png", report, None)) == ["c.png", "loss_curves.png", "sub/b.png"]
+    assert find_photos(folder / "a.jpg", report, None) == [folder / "a.jpg"]
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        find_photos(folder / "loss_curves.png", folder, None)
+    with pytest.raises(ConfigError, match="max_images=0"):
+        find_photos(folder, report, 0)
+    with pytest.raises(FastnsError, match="no image matches"):
+        find_photos(f"{folder}/*.webp", report, None)
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_file(tmp_path, style_file, tiny_loss_cfg) -> Path:
+    torch.manual_seed(0)
+    return save_model(
+        tmp_path / "tiny.safetensors",
+        TransformerNet(width=0.25, num_residual=1),
+        style={"name": "stripes", "sources": [str(style_file)], "size": 32, "blend_weights": None},
+        loss=tiny_loss_cfg,
+        training={"steps": 1, "image_size": 32},
+    )
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    make_photo(folder / "a.png", size=(48, 36), seed=1)
+    make_photo(folder / "sub" / "b.jpg", size=(30, 40), seed=2)  # found recursively
+    return folder
+
+
+def run_script(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
+    return run_any_script(SCRIPT, args, monkeypatch, capsys)
+
+
+def compose_evaluate(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS / "tools"), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=overrides)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_file, photos):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "report"
+    code, stdout, err = run_script(
+        monkeypatch, capsys, [f"model={model_file}", f"images={photos}", f"output={out}", *FAST]
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)  # and no .part leftovers
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists()  # no Hydra litter
+    assert "wrote" in stdout
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["command"].startswith("python scripts/evaluate.py") and f"model={model_file}" in m["command"]
+    assert m["model"]["loss"]["style_layers"] == m["evaluation"]["loss"]["style_layers"]
+    assert [r["image"] for r in m["images"]] == ["a.png", "b.jpg"]
+    for r in m["images"]:
+        assert max(r["size"]) == 32
+        loss = r["network"]["loss"]
+        assert set(loss) == TERMS and all(_finite(v) and v >= 0 for v in loss.values())
+        assert loss["total"] == pytest.approx(loss["content"] + loss["style"] + loss["tv"], rel=1e-5)
+        assert -1 <= r["network"]["ssim"] <= 1 and 0 <= r["network"]["color_distance"] <= 1
+        assert r["speed"]["network_seconds"] > 0
+        for init in ("noise", "content"):
+            g = r["gatys"][init]
+            traj, eq = g["trajectory"], g["equivalent_iterations"]
+            assert len(traj) == 4 and g["budget"] == 3
+            # the reported count is the definition applied to the reported trajectory
+            if eq is None:
+                assert all(t > loss["total"] for t in traj)
+            else:
+                assert traj[eq] <= loss["total"] and all(t > loss["total"] for t in traj[:eq])
+            assert traj[-1] < traj[0]  # the optimisation made progress
+            assert g["seconds_per_iteration"] > 0
+        speed = r["speed"]["gatys"]
+        assert set(speed) == {"100", "300", "500"} and not speed["500"]["measured"]  # > budget: estimated
+        assert speed["100"]["seconds"] < speed["300"]["seconds"] < speed["500"]["seconds"]
+        assert speed["100"]["speedup"] == pytest.approx(
+            speed["100"]["seconds"] / r["speed"]["network_seconds"]
+        )
+    agg = m["aggregate"]
+    assert agg["images"] == 2 and set(agg["network_loss"]) == TERMS
+    assert agg["network_loss"]["total"]["mean"] == pytest.approx(
+        sum(r["network"]["loss"]["total"] for r in m["images"]) / 2
+    )
+    assert agg["equivalent_iterations"]["noise"]["budget"] == 3
+
+    report = (out / "report.md").read_text()
+    assert "a.png" in report and "b.jpg" in report and m["command"] in report
+    assert "contact_sheet.png" in report and "loss_curves.png" in report
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.format == "PNG" and sheet.width > 6 * 32 and sheet.height > 2 * 32  # 6 columns, 2 rows
+    assert Image.open(out / "loss_curves.png").format == "PNG"
+
+
+def test_rerun_gives_the_same_numbers_and_can_write_into_the_images_folder(tmp_path, model_file, photos):
+    # The report goes into the photo folder itself: its pictures must not be evaluated next time.
+    cfg = compose_evaluate([f"model={model_file}", f"images={photos}", f"output={photos}", *FAST])
+    run(cfg)
+    first = json.loads((photos / "metrics.json").read_text())
+    run(cfg)
+    second = json.loads((photos / "metrics.json").read_text())
+    assert len(second["images"]) == 2
+
+    def numbers(m):  # everything but the clock
+        def strip(x):
+            if isinstance(x, dict):
+                return {
+                    k: strip(v) for k, v in x.items() if "seconds" not in k and k not in ("speed", "created")
+                }
+            return [strip(v) for v in x] if isinstance(x, list) else x
+
+        return strip(m)
+
+    assert numbers(first) == numbers(second)
+    assert (photos / "a.png").is_file() and (photos / "sub" / "b.jpg").is_file()
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing_model", "no such model file"),
+        ("not_a_model", "not a fastns model file"),
+        ("foreign_safetensors", "not a fastns model"),
+        ("checkpoint", "scripts/export.py"),
+        ("no_loss_in_model", "no loss settings"),
+        ("no_model_given", "missing required setting model"),
+        ("empty_folder", "no image files"),
+        ("missing_images", "no such file or folder"),
+        ("corrupt_image", "not an image file"),
+        ("output_is_a_file", "is a file"),
+        ("style_gone", "pass style.image="),
+        ("bad_init", "gatys_init"),
+        ("bad_vgg_weights", "loss.vgg.weights="),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    monkeypatch, capsys, tmp_path, model_file, photos, tiny_loss_cfg, case, expect
+):
+    out = tmp_path / "report"
+    model, images = model_file, photos
+    extra: list[str] = []
+    if case == "missing_model":
+        model = tmp_path / "nope.safetensors"
+    elif case == "not_a_model":
+        model = tmp_path / "text.safetensors"
+        model.write_text("hello")
+    elif case == "foreign_safetensors":
+        from safetensors.torch import save_file
+
+        model = tmp_path / "foreign.safetensors"
+        save_file({"w": torch.zeros(2)}, str(model))
+    elif case == "checkpoint":
+        model = tmp_path / "last.ckpt"
+        model.write_bytes(b"x")
+    elif case == "no_loss_in_model":
+        model = save_model(tmp_path / "bare.safetensors", TransformerNet(width=0.25, num_residual=1))
+    elif case == "empty_folder":
+        images = tmp_path / "empty"
+        images.mkdir()
+        (images / "notes.txt").write_text("no photos here")
+    elif case == "missing_images":
+        images = tmp_path / "nowhere"
+    elif case == "corrupt_image":
+        (photos / "broken.jpg").write_text("not a jpeg")
+    elif case == "output_is_a_file":
+        out = tmp_path / "report.txt"
+        out.write_text("keep me")
+    elif case == "style_gone":
+        model = save_model(
+            tmp_path / "moved.safetensors",
+            TransformerNet(width=0.25, num_residual=1),
+            style={"name": "s", "sources": [str(tmp_path / "gone.jpg")], "size": 32},
+            loss=tiny_loss_cfg,
+        )
+    elif case == "bad_init":
+        extra = ["gatys_init=[photo]"]
+    elif case == "bad_vgg_weights":
+        extra = [f"loss.vgg.weights={tmp_path / 'vgg16.pth'}"]
+    args = [f"model={model}", f"images={images}", f"output={out}", *FAST, *extra]
+    if case == "no_model_given":
+        args = args[1:]
+    code, _, err = run_script(monkeypatch, capsys, args)
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], err
+    if case == "output_is_a_file":
+        assert out.read_text() == "keep me"
+    else:
+        assert not out.exists()
+    assert not list(tmp_path.rglob("*.part"))
