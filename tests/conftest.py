@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,15 @@ def compose(config_name: str, overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return _compose(config_name=config_name, overrides=overrides)
+
+
+def run_script(script: Path, args: list[str], monkeypatch, capsys=None) -> tuple[int, str, str]:
+    """Run ``scripts/<name>.py`` in-process as a user would: its exit status, stdout and stderr."""
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    code = 0
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return code, out, err

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import runpy
-import sys
-
 import pytest
 from PIL import Image
 
 from fastns.optimize import run
 
 from .conftest import ROOT, compose, make_photo
+from .conftest import run_script as run_any_script
 
 SCRIPT = ROOT / "scripts" / "optimize.py"
 # Tiny, fast settings: random VGG16, shallow layers, a few iterations.
@@ -25,14 +23,7 @@ FAST = [
 
 
 def run_script(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
-    code = 0
-    try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_any_script(SCRIPT, args, monkeypatch, capsys)
 
 
 def test_cli_style_transfer_64px(monkeypatch, capsys, tmp_path, photo, style_file):

@@ -4,7 +4,6 @@ interruption, divergence, experiments, export and 2-process DDP on CPU."""
 from __future__ import annotations
 
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from fastns.modelfile import load_model
 from fastns.train import build, train
 
 from .conftest import CONFIGS, ROOT, compose, make_photo
+from .conftest import run_script as run_any_script
 
 TRAIN = ROOT / "scripts" / "train.py"
 EXPORT = ROOT / "scripts" / "export.py"
@@ -58,12 +58,7 @@ def tiny(photos: Path, style_file: Path, run_dir: Path, steps: int = 4) -> list[
 
 
 def run_cli(script: Path, args: list[str], monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", [str(script), *args])
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    return 0
+    return run_any_script(script, args, monkeypatch)[0]
 
 
 def events(run_dir: Path) -> EventAccumulator:
