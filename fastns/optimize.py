@@ -210,7 +210,15 @@ def build_loss(cfg_loss: DictConfig | dict, device: torch.device | str | None = 
         OmegaConf.to_container(cfg_loss, resolve=True) if isinstance(cfg_loss, DictConfig) else dict(cfg_loss)
     )
     data.pop("_target_", None)
-    known = {"content_layers", "style_layers", "content_weight", "style_weight", "tv_weight", "vgg", "normalize"}
+    known = {
+        "content_layers",
+        "style_layers",
+        "content_weight",
+        "style_weight",
+        "tv_weight",
+        "vgg",
+        "normalize",
+    }
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown key loss.{sorted(unknown)[0]}; the loss takes {sorted(known)}")
