@@ -43,8 +43,9 @@ class GracefulStop(Callback):
     agree on the stop at the same step, so the checkpoint is consistent.
     """
 
-    def __init__(self, ckpt_dir: Path) -> None:
+    def __init__(self, ckpt_dir: Path, sync_every: int = 10) -> None:
         self.ckpt_dir = Path(ckpt_dir)
+        self.sync_every = max(1, int(sync_every))
         self.requested: str | None = None
         self.saved: Path | None = None
         self._previous: dict[int, Any] = {}
@@ -72,6 +73,10 @@ class GracefulStop(Callback):
                 self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # With several processes, agreeing is a collective operation that stalls the GPU pipeline:
+        # do it every few steps (a stop then waits at most that many steps).
+        if trainer.world_size > 1 and trainer.global_step % self.sync_every:
+            return
         if trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
             self.saved = self.ckpt_dir / "last.ckpt"
             trainer.save_checkpoint(self.saved, weights_only=False)

@@ -175,6 +175,31 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert not (run_dir / "model.safetensors").exists()
 
 
+def test_delayed_nan_check_never_writes_diverged_weights(tmp_path, photos, style_file, monkeypatch):
+    """On GPUs the finiteness flag is read every few steps; checkpoints must still never hold NaN."""
+    from fastns.module import StyleTransferModule, TrainingDiverged
+
+    monkeypatch.setattr(StyleTransferModule, "_nan_check_every", lambda self: 5)
+    run_dir = tmp_path / "run"
+    cfg = compose("train", tiny(photos, style_file, run_dir, steps=10))  # checkpoint_every=2
+    trainer, module, dm, _ = build(cfg, run_dir)
+    real = module.loss_fn.forward
+
+    def poisoned(images, content=None):
+        terms = real(images, content)
+        if module.global_step == 2:
+            terms["total"] = terms["total"] * float("inf")
+        return terms
+
+    module.loss_fn.forward = poisoned
+    with pytest.raises(TrainingDiverged, match="between steps"):
+        trainer.fit(module, datamodule=dm)
+    for ckpt_file in (run_dir / "checkpoints").iterdir():
+        ckpt = torch.load(ckpt_file, weights_only=True)
+        assert ckpt["global_step"] <= 2, ckpt_file.name
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_runs_one_step(tmp_path, photos, style_file, experiment):
     overrides = [
