@@ -143,13 +143,18 @@ class StyleTransferModule(pl.LightningModule):
             object.__setattr__(self, "_loss_step", torch.compile(self.loss_fn))
             self._compiled = True
 
-    def compute_loss(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss terms of the network's stylisation of ``content`` (B, 3, H, W) in [0, 1]."""
+    def stylise_and_loss(self, content: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The network's stylisation of ``content`` (B, 3, H, W) in [0, 1] and its loss terms."""
         if self.hparams.channels_last:
             content = content.contiguous(memory_format=torch.channels_last)
         net = getattr(self, "_net_step", self.net)
         loss = getattr(self, "_loss_step", self.loss_fn)
-        return loss(net(content), content)
+        stylised = net(content)
+        return stylised, loss(stylised, content)
+
+    def compute_loss(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss terms of the network's stylisation of ``content`` (what training minimises)."""
+        return self.stylise_and_loss(content)[1]
 
     def on_fit_start(self) -> None:
         self.prepare_for_training()
@@ -229,8 +234,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         content = batch["image"]
-        stylised = self.net(content)
-        terms = self.loss_fn(stylised, content)
+        stylised, terms = self.stylise_and_loss(content)
         for name, value in terms.items():
             self.log(
                 f"val/loss/{name}",

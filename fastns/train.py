@@ -167,6 +167,7 @@ for _msg in (
     r"Found \d+ module\(s\) in eval mode",
     r"The number of training batches .* logging interval",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"You have overridden `on_before_batch_transfer` in `LightningModule`",
 ):
     warnings.filterwarnings("ignore", message=_msg)
 
