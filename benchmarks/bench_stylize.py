@@ -10,10 +10,12 @@ For every device, network width and image size, the table has one row per path:
 
 - ``plain``: what one writes by hand — ``net(F.pad(x, 32, "reflect"))`` cropped, ``torch.no_grad``,
   fp32, NCHW, cuDNN autotuning off (the same border as the stylizer, so the outputs are comparable);
-- ``opt``: :class:`fastns.Stylizer` with its defaults (inference mode, folded InstanceNorm + ReLU,
-  channels-last, fp16 on CUDA, cuDNN autotuning);
-- ``compile``: the same with ``torch.compile`` (compile time is reported apart and not timed);
-- ``bf16``: the same in bf16 (on CPUs with AMX/AVX-512 BF16 this is the fast path).
+- ``opt``: :class:`fastns.Stylizer` with its defaults, what users get (inference mode, folded
+  InstanceNorm + ReLU, channels-last on the CPU, cuDNN autotuning, ``precision=auto``: fp16 on CUDA,
+  bf16 on CPUs with AMX, fp32 elsewhere); the path column names the precision it chose;
+- ``fp32``: the same in fp32, the exact optimised path (outputs equal ``plain`` up to rounding);
+- ``compile``: the defaults with ``torch.compile`` (compile time is reported apart and not timed);
+- ``bf16``: the same in bf16 (on CPUs with AMX this is what ``opt`` picks).
 
 All paths use the same random weights (speed does not depend on them) and the same input; the
 ``max |Δ|`` column is the largest difference from ``plain`` on [0, 1] outputs (8-bit levels: x255).
@@ -118,7 +120,9 @@ def main() -> None:
     )
     p.add_argument("--networks", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
     p.add_argument("--sizes", nargs="+", default=None, help=f"N (square) or WxH (default: {' '.join(SIZES)})")
-    p.add_argument("--variants", nargs="+", default=["opt"], choices=["opt", "compile", "bf16"])
+    p.add_argument(
+        "--variants", nargs="+", default=["opt", "fp32"], choices=["opt", "fp32", "compile", "bf16"]
+    )
     p.add_argument(
         "--repeats", type=int, default=None, help="timed calls per row (default 5 on GPU, 3 on CPU)"
     )
@@ -161,7 +165,7 @@ def main() -> None:
                     and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
                 ):
                     continue
-                precision = "bf16" if variant == "bf16" else "auto"
+                precision = variant if variant in ("bf16", "fp32") else "auto"
                 paths[variant] = Stylizer(
                     net, device=device, precision=precision, compile=variant == "compile"
                 )
@@ -186,8 +190,11 @@ def main() -> None:
                         compile_seconds[label] = time.perf_counter() - start
                     s = timeit(lambda x=x, st=stylizer: st.stylize(x), device, repeats, warmup)
                     diff = (stylizer.stylize(x) - reference).abs().max().item()
+                    shown = (
+                        f"opt ({str(stylizer.dtype).removeprefix('torch.')})" if variant == "opt" else variant
+                    )
                     print(
-                        f"| {device.type} | {name} | {label} | {variant} | {s * 1e3:.1f} | {1 / s:.1f} | "
+                        f"| {device.type} | {name} | {label} | {shown} | {s * 1e3:.1f} | {1 / s:.1f} | "
                         f"{s * 1e3 / mp:.1f} | {plain_s / s:.2f} | {diff:.1e} ({diff * 255:.2f}/255) |"
                     )
                 del x, reference

@@ -30,8 +30,8 @@ How an image is stylised (every input kind goes through :meth:`Stylizer.stylize`
 
 Speed (see ``benchmarks/README_stylize.md``): inference mode; a copy of the network with
 InstanceNorm + ReLU replaced by one per-channel affine (statistics computed once, applied in place)
-and BatchNorm folded into the convolutions; channels-last memory layout on the CPU; fp16 on CUDA by
-default (``precision``); optional ``torch.compile``; batches of equal-sized images for folders;
+and BatchNorm folded into the convolutions; channels-last memory layout on the CPU; fp16 on CUDA and
+bf16 on CPUs with AMX by default (``precision``); optional ``torch.compile``; batches of equal-sized images for folders;
 video decoding and encoding in background threads, overlapped with the network, with the frames'
 colour conversion done on the device.
 """
@@ -76,7 +76,7 @@ from .image import (
 )
 from .modelfile import ModelInfo, load_model
 from .transformer import TransformerNet
-from .utils import atomic_write, resolve_device
+from .utils import atomic_write, cpu_has_amx, resolve_device
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -126,14 +126,43 @@ class VideoError(FastnsError):
 # --------------------------------------------------------------------------------------------------
 
 
+#: Rows (pixels) per fp32 slice in :func:`_channels_last_stats`: 16k x C floats stay in cache.
+_STATS_ROWS = 16384
+
+
+def _channels_last_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(image, channel) mean and variance, fp32 (B, C), of a channels-last CPU tensor.
+
+    E[x^2] is the diagonal of X^T X, one oneDNN matrix product instead of ``var_mean``'s Welford
+    loop (3-5x faster, measured on 2 AMX cores). A bf16 product would round E[x^2] to 8 bits, so bf16
+    activations are converted to fp32 in slices that stay in cache (2x faster than converting the
+    whole tensor at 1024^2). fp32 and O(1) activations: E[x^2] - E[x]^2 cancels harmlessly.
+    """
+    b, c, h, w = x.shape
+    n = h * w
+    v = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view: channels-last is (B, H, W, C)
+    if x.dtype == torch.float32:
+        mean = v.mean(1)
+        sq = torch.diagonal(torch.bmm(v.transpose(1, 2), v), dim1=1, dim2=2) / n
+    else:
+        total = torch.zeros(b, c)
+        gram = torch.zeros(b, c, c)
+        for start in range(0, n, _STATS_ROWS):
+            part = v[:, start : start + _STATS_ROWS].float()
+            total += part.sum(1)
+            gram.baddbmm_(part.transpose(1, 2), part)
+        mean = total / n
+        sq = torch.diagonal(gram, dim1=1, dim2=2) / n
+    return mean, (sq - mean * mean).clamp_min(0)
+
+
 class _InstanceNormAct(nn.Module):
     """InstanceNorm2d (affine), optionally followed by ReLU, for inference only.
 
     Numerically the same as ``relu(InstanceNorm2d(x))`` but cheaper: the per-(image, channel)
     statistics are turned into one scale and shift, applied in place together with the ReLU. On
-    the CPU with channels-last tensors the statistics come from a mean and a batched matrix
-    product (E[x^2] on the diagonal of X^T X), which oneDNN does in one fast pass, where
-    ``var_mean``'s Welford loop is about 5x slower; elsewhere ``var_mean`` is fast.
+    the CPU with channels-last tensors the statistics come from :func:`_channels_last_stats`;
+    elsewhere ``var_mean`` is fast.
     The output is written over the input: only valid under ``torch.inference_mode``.
     """
 
@@ -152,14 +181,11 @@ class _InstanceNormAct(nn.Module):
             mean, var = self.stats
         elif (
             x.device.type == "cpu"
-            and x.dtype == torch.float32
+            and x.dtype in (torch.float32, torch.bfloat16)
             and x.is_contiguous(memory_format=torch.channels_last)
             and not torch.compiler.is_compiling()
         ):
-            v = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: channels-last is (B, H, W, C)
-            mean = v.mean(1)
-            sq = torch.diagonal(torch.bmm(v.transpose(1, 2), v), dim1=1, dim2=2) / (h * w)
-            var = (sq - mean * mean).clamp_min(0)  # fp32 and O(1) activations: no harmful cancellation
+            mean, var = _channels_last_stats(x)
         else:
             var, mean = torch.var_mean(x, dim=(2, 3), correction=0)  # (B, C); accumulates in fp32
         scale = (var.float() + self.eps).rsqrt_().mul_(self.weight.float())  # (B, C)
@@ -238,8 +264,14 @@ def _resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
         raise ConfigError(f"precision={precision!r} must be one of {PRECISIONS}")
     if precision == "auto":
         # fp16 keeps ~11 bits (well under one 8-bit level after the sigmoid) and runs on tensor
-        # cores; bf16's 8 bits cost about one level. CPUs and MPS stay exact.
-        return torch.float16 if device.type == "cuda" else torch.float32
+        # cores. On CPUs with AMX (Intel Sapphire Rapids and later) bf16 convolutions are ~2x
+        # fp32 (benchmarks/README_stylize.md) for a mean error under 1/255 (a trained model at
+        # 1024 px: mean 0.2-0.5/255, 0.3% of pixels beyond 8/255, none visible side by side), the
+        # trade OpenVINO makes by default on these CPUs. Elsewhere bf16 is emulated and slower,
+        # so other CPUs and MPS stay fp32.
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else torch.float32
     if precision == "fp16" and device.type == "cpu":
         raise ConfigError("precision=fp16 is for GPUs; on the CPU use fp32 (exact) or bf16 (faster with AMX)")
     return _DTYPES[precision]
@@ -257,8 +289,9 @@ class Stylizer:
         net: the :class:`TransformerNet` (it is copied; the original is not changed).
         info: the model file's description (style name etc.), if any.
         device: ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
-        precision: ``"auto"`` (fp16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``
-            (GPU only). Half precision changes outputs by about one 8-bit level at most.
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with AMX, fp32 elsewhere), ``"fp32"``
+            (exact), ``"bf16"`` or ``"fp16"`` (GPU only). Half precision changes outputs by a few
+            8-bit levels on average (fp16 < 1/255; bf16 0.2-0.5/255 mean, rare pixels up to ~25/255).
         compile: ``torch.compile`` the network (``True``, or a mode name such as
             ``"max-autotune"``). The first call at each new size takes seconds to minutes.
         channels_last: channels-last memory layout; ``None`` (default): on the CPU only, where
@@ -1280,9 +1313,15 @@ def _import_cv2() -> Any:
     return cv2
 
 
+def _camera_source(camera: int | str) -> int | str:
+    """An OpenCV camera index (``0``, ``"1"``) as an int; a path or URL unchanged."""
+    text = str(camera).strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 def run_webcam(
     stylizer: Stylizer,
-    camera: int = 0,
+    camera: int | str = 0,
     *,
     max_size: int | None = 720,
     mirror: bool = True,
@@ -1296,7 +1335,8 @@ def run_webcam(
 
     Args:
         stylizer: the network.
-        camera: OpenCV camera index (0 = the default camera).
+        camera: OpenCV camera index (0 = the default camera), or anything else OpenCV opens as a
+            stream: a device path (``/dev/video2``), a network camera URL (``rtsp://...``), a file.
         max_size: downscale camera frames so that the longest side is at most this, px.
         mirror: flip horizontally, like a mirror (what people expect of a front camera).
         max_frames: stop after this many frames (None: until q/Esc or the window is closed).
@@ -1304,7 +1344,7 @@ def run_webcam(
     """
     cv2 = _import_cv2()
     _check_controls(controls.get("strength", 1.0), max_size, None)
-    capture = cv2.VideoCapture(int(camera))
+    capture = cv2.VideoCapture(_camera_source(camera))
     if not capture.isOpened():
         raise ConfigError(f"camera={camera}: the camera could not be opened (is it connected, and free?)")
     title = f"fastns: {stylizer.name} (q to quit)"
@@ -1437,9 +1477,7 @@ def run(cfg: DictConfig) -> Any:
     progress = bool(cfg.progress)
 
     if kind == "webcam":
-        return run_webcam(
-            stylizer, int(cfg.camera), max_size=max_size or 720, mirror=bool(cfg.mirror), **controls
-        )
+        return run_webcam(stylizer, cfg.camera, max_size=max_size or 720, mirror=bool(cfg.mirror), **controls)
     if kind == "video":
         report = stylize_video(
             stylizer,

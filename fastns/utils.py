@@ -38,6 +38,25 @@ def resolve_device(name: str | None = "auto", key: str = "device") -> torch.devi
     return device
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): native bf16 matrix units.
+
+    oneDNN runs bf16 convolutions on them about 2x faster than fp32; on other CPUs bf16 is
+    emulated and slower than fp32.
+    """
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except Exception:  # the private probe moved or is missing in this torch build: assume not
+        return False
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (CUDA compute capability 8.0+, AMX CPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_has_amx()
+
+
 def as_list(value: Any) -> list:
     """``None`` -> ``[]``, a scalar/string -> ``[value]``, a sequence (incl. ListConfig) -> list."""
     if value is None:

@@ -47,7 +47,7 @@ def test_torchscript_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_p
         module = torch.jit.load(str(out), _extra_files=extra)
     meta = json.loads(extra["fastns.json"])
     assert json.loads(meta["style"])["name"] == "tiny" and meta["border"] == "32"
-    stylizer = Stylizer.load(model_file, device="cpu")
+    stylizer = Stylizer.load(model_file, device="cpu", precision="fp32")
     for x in images():
         with torch.no_grad():
             assert (module(x) - stylizer(x)).abs().max() <= 1e-3
@@ -65,7 +65,7 @@ def test_onnx_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, mo
     assert meta["format"] == "fastns.transformer" and json.loads(meta["style"])["name"] == "tiny"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
-    stylizer = Stylizer.load(model_file, device="cpu")
+    stylizer = Stylizer.load(model_file, device="cpu", precision="fp32")
     for x in images():
         (y,) = session.run(None, {"images": x.numpy()})
         assert y.shape == x.shape and (torch.from_numpy(y) - stylizer(x)).abs().max() <= 1e-3
@@ -93,7 +93,7 @@ def test_export_from_a_training_checkpoint(monkeypatch, capsys, tmp_path):
         module = torch.jit.load(str(tmp_path / "last.pt"))
     x = images()[0]
     with torch.no_grad():
-        assert (module(x) - Stylizer(net, device="cpu")(x)).abs().max() <= 1e-3
+        assert (module(x) - Stylizer(net, device="cpu", precision="fp32")(x)).abs().max() <= 1e-3
 
 
 def test_export_errors_are_one_line_and_write_nothing(monkeypatch, capsys, tmp_path, model_file, photo):

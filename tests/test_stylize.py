@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from fastns import stylize as stylize_mod
 from fastns.color import rgb_to_yuv
 from fastns.errors import ConfigError, ModelFileError
 from fastns.image import load_image
@@ -91,9 +92,9 @@ def test_pil_in_pil_out_and_tensor_in_tensor_out(stylizer, tmp_path):
 def test_optimised_path_equals_the_plain_network(kind):
     net = tiny_net(**kind)
     x = torch.rand(2, 3, 43, 58)
-    fast = Stylizer(net, device="cpu")  # folded norms, in-place ops, channels-last
+    fast = Stylizer(net, device="cpu", precision="fp32")  # folded norms, in-place ops, channels-last
     assert (fast(x) - reference(net, x)).abs().max() < 1e-5
-    bare = Stylizer(net, device="cpu", border=0, channels_last=False)
+    bare = Stylizer(net, device="cpu", precision="fp32", border=0, channels_last=False)
     assert (bare(x) - reference(net, x, border=0)).abs().max() < 1e-5
     # The border changes only what the network sees beyond the edges: the two differ near them.
     assert (fast(x) - bare(x)).abs().max() > 1e-4
@@ -102,7 +103,8 @@ def test_optimised_path_equals_the_plain_network(kind):
 @pytest.mark.parametrize("kind", [{}, {"norm": "batch", "upsample": "transpose"}], ids=["instance", "batch"])
 def test_tiled_output_matches_untiled(tmp_path, kind):
     """The issue's check: a mid-size photo, tiled vs untiled, mean abs difference under 2/255."""
-    stylizer = Stylizer(tiny_net(**kind), device="cpu")
+    net = tiny_net(**kind)
+    stylizer = Stylizer(net, device="cpu", precision="fp32")
     photo = load_image(make_photo(tmp_path / "mid.png", size=(320, 240), seed=3))
     whole = stylizer(photo)
     tiled = stylizer(photo, tile=128)  # 3 x 3 tiles: InstanceNorm statistics must be the image's
@@ -111,6 +113,24 @@ def test_tiled_output_matches_untiled(tmp_path, kind):
     assert diff.max() < 0.5 / 255  # exact up to float rounding: no seams anywhere
     two = torch.cat([photo, photo.flip(-1)])
     assert (stylizer(two, tile=256) - stylizer(two)).abs().max() < 0.5 / 255
+    # In bf16 (the CPU default with AMX) tiles differ only by bf16 rounding, not by seams.
+    half = Stylizer(net, device="cpu", precision="bf16")
+    assert (half(photo, tile=128) - half(photo)).abs().mean() < 2 / 255
+
+
+def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch):
+    monkeypatch.setattr(stylize_mod, "cpu_has_amx", lambda: True)
+    net = tiny_net()
+    fast = Stylizer(net, device="cpu")
+    assert fast.dtype == torch.bfloat16
+    x = torch.rand(1, 3, 40, 52)
+    exact = Stylizer(net, device="cpu", precision="fp32")
+    assert exact.dtype == torch.float32
+    out = fast(x)
+    assert out.dtype == torch.float32  # the boundary stays float32 in [0, 1]
+    assert (out - exact(x)).abs().max() < 8 / 255  # bf16 keeps 8 bits: a few levels at most
+    monkeypatch.setattr(stylize_mod, "cpu_has_amx", lambda: False)
+    assert Stylizer(net, device="cpu").dtype == torch.float32  # emulated bf16 would be slower
 
 
 def test_strength_blends_with_the_content(stylizer):
@@ -393,8 +413,11 @@ def fake_cv2(frames: int, opened: bool = True) -> types.ModuleType:
     cv2.COLOR_BGR2RGB = cv2.COLOR_RGB2BGR = 4
     cv2.shown = []
 
+    cv2.sources = []
+
     class VideoCapture:
-        def __init__(self, index):
+        def __init__(self, source):
+            cv2.sources.append(source)
             self.left = frames
 
         def isOpened(self):
@@ -435,6 +458,24 @@ def test_cli_webcam_errors(monkeypatch, capsys, model_file):
     monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
     code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", "input=webcam"])
     assert code == 2 and "pip install 'fastns[webcam]'" in err
-    monkeypatch.setitem(sys.modules, "cv2", fake_cv2(frames=0, opened=False))
+    cv2 = fake_cv2(frames=0, opened=False)
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
     code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", "input=webcam", "camera=3"])
     assert code == 2 and "camera=3" in err and "could not be opened" in err
+    # A network camera or device path goes to OpenCV as given; an index as an int.
+    url = "rtsp://192.168.1.20:554/stream1"
+    code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", "input=webcam", f"camera='{url}'"])
+    assert code == 2 and url in err
+    assert cv2.sources == [3, url]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_statistics_match_var_mean(monkeypatch, dtype):
+    # Slices of 7 rows: several slices and a ragged last one on a 9 x 11 image.
+    monkeypatch.setattr(stylize_mod, "_STATS_ROWS", 7)
+    x = (torch.randn(2, 5, 9, 11) * 3 + 2).to(dtype).contiguous(memory_format=torch.channels_last)
+    mean, var = stylize_mod._channels_last_stats(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(2, 3), correction=0)
+    assert mean.dtype == var.dtype == torch.float32
+    assert torch.allclose(mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(var.double(), ref_var, rtol=1e-5, atol=1e-5)
