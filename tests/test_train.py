@@ -260,3 +260,28 @@ def test_ddp_two_processes_on_cpu(tmp_path, photos, style_file):
     _, info = load_model(run_dir / "model.safetensors")
     assert info.training["steps"] == 3 and info.training["world_size"] == 2
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_auto_precision_is_bf16_mixed_only_where_bfloat16_is_native(monkeypatch):
+    import fastns.train as train_mod
+
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: device.type == "cpu")
+    assert train_mod.resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: False)
+    assert train_mod.resolve_precision("auto", "cpu") == "32-true"
+    # An explicit choice is Lightning's business, whatever the hardware.
+    assert train_mod.resolve_precision("16-mixed", "gpu") == "16-mixed"
+    assert train_mod.resolve_precision("32-true", "cpu") == "32-true"
+
+
+def test_training_runs_in_the_resolved_precision(tmp_path, photos, style_file, monkeypatch):
+    import fastns.train as train_mod
+
+    for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(train_mod, "native_bf16", lambda device, native=native: native)
+        run_dir = tmp_path / expected
+        summary = train(compose("train", tiny(photos, style_file, run_dir, steps=2)))
+        assert summary["precision"] == expected
+        _, info = load_model(run_dir / "model.safetensors")
+        assert info.training["precision"] == expected
+        assert all(torch.isfinite(torch.tensor(v)) for v in info.training["final_losses"].values())
