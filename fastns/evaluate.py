@@ -913,6 +913,7 @@ def render_report(metrics: Mapping) -> str:
     agg, ev, model = metrics["aggregate"], metrics["evaluation"], metrics["model"]
     budget, inits = ev["gatys_iterations"], ev["gatys_init"]
     loss, training = ev["loss"], model.get("training") or {}
+    norm = "per-layer normalised terms" if loss.get("normalize") else "the papers' normalisation"
     n = agg["images"]
     out = [f"# Evaluation of `{model['path']}` ({ev['style']['name']})", ""]
     command = metrics.get("command")
@@ -1070,8 +1071,7 @@ def render_report(metrics: Mapping) -> str:
         "- **Loss** is the objective the network was trained on (the model file's loss settings: "
         f"content {', '.join(loss['content_layers'])}, style {', '.join(loss['style_layers'])}, "
         f"α={loss['content_weight']:g}, β={loss['style_weight']:g}, TV {loss['tv_weight']:g}, "
-        f"{'normalised' if loss.get('normalize') else 'paper'} normalisation). Lower is better; "
-        "the numbers compare models evaluated with the same VGG weights only.",
+        f"{norm}). Lower is better; the numbers compare models evaluated with the same VGG weights only.",
         "- **Equivalent Gatys iterations** (Johnson et al. 2016, Figure 5): the first L-BFGS iteration at "
         "which per-image optimisation of the same loss is at least as good as the network's single "
         f"forward pass. Johnson et al. report 50–100. `> {budget}`: not within the budget "
