@@ -1344,9 +1344,15 @@ def run_webcam(
     """
     cv2 = _import_cv2()
     _check_controls(controls.get("strength", 1.0), max_size, None)
-    capture = cv2.VideoCapture(_camera_source(camera))
+    source = _camera_source(camera)
+    capture = cv2.VideoCapture(source)
     if not capture.isOpened():
         raise ConfigError(f"camera={camera}: the camera could not be opened (is it connected, and free?)")
+    # A camera or stream delivers frames at its own pace; a video file would be read as fast as
+    # the disk allows, so it is played at its frame rate, like a camera (frames are dropped, not queued).
+    is_file = isinstance(source, str) and Path(source).is_file()
+    file_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) if is_file else 0.0
+    period = (1.0 / file_fps if file_fps > 0 else 1.0 / 30) if is_file else 0.0
     title = f"fastns: {stylizer.name} (q to quit)"
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -1361,10 +1367,14 @@ def run_webcam(
     stop = threading.Event()
 
     def grab() -> None:
+        due = time.perf_counter()
         while not stop.is_set():
             ok, frame = capture.read()
             if not ok:
                 break
+            if period:
+                due += period
+                time.sleep(max(0.0, due - time.perf_counter()))
             with have_frame:
                 latest[0] = frame
                 have_frame.notify()

@@ -410,6 +410,7 @@ def fake_cv2(frames: int, opened: bool = True) -> types.ModuleType:
     cv2 = types.ModuleType("cv2")
     cv2.error = type("error", (Exception,), {})
     cv2.WINDOW_NORMAL, cv2.WND_PROP_VISIBLE, cv2.FONT_HERSHEY_SIMPLEX, cv2.INTER_AREA = 0, 1, 0, 3
+    cv2.CAP_PROP_FPS = 5
     cv2.COLOR_BGR2RGB = cv2.COLOR_RGB2BGR = 4
     cv2.shown = []
 
@@ -422,6 +423,9 @@ def fake_cv2(frames: int, opened: bool = True) -> types.ModuleType:
 
         def isOpened(self):
             return opened
+
+        def get(self, prop):
+            return 50.0 if prop == cv2.CAP_PROP_FPS else 0.0
 
         def read(self):
             time.sleep(0.002)  # a camera delivers frames at its own pace
@@ -452,6 +456,18 @@ def test_webcam_loop_shows_stylised_frames_with_fps(stylizer, monkeypatch):
     assert sum(str(t).endswith(" fps") for t in cv2.shown) == 3
     monkeypatch.setitem(sys.modules, "cv2", fake_cv2(frames=0))
     assert run_webcam(stylizer, 0) == 0  # a camera that stops delivering ends the loop
+
+
+def test_webcam_plays_a_video_file_at_its_frame_rate(stylizer, monkeypatch, tmp_path):
+    # camera=<file>: read like a live camera at the file's 50 fps, not as fast as the disk allows.
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    cv2 = fake_cv2(frames=10)
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    start = time.perf_counter()
+    shown = run_webcam(stylizer, str(clip), max_size=32)
+    assert time.perf_counter() - start >= 10 / 50  # paced: 10 frames at 50 fps
+    assert cv2.sources == [str(clip)] and 1 <= shown <= 10
 
 
 def test_cli_webcam_errors(monkeypatch, capsys, model_file):
