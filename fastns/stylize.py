@@ -31,8 +31,8 @@ How an image is stylised (every input kind goes through :meth:`Stylizer.stylize`
 Speed (see ``benchmarks/README_stylize.md``): inference mode; a copy of the network with
 InstanceNorm + ReLU replaced by one per-channel affine (statistics computed once, applied in place)
 and BatchNorm folded into the convolutions; channels-last memory layout on the CPU; fp16 on CUDA and
-bf16 on CPUs with AMX by default (``precision``); optional ``torch.compile``; batches of equal-sized images for folders;
-video decoding and encoding in background threads, overlapped with the network, with the frames'
+bf16 on CPUs with AMX by default (``precision``); optional ``torch.compile``; batches of equal-sized
+images for folders; video decoding and encoding in background threads, overlapped with the network, with the frames'
 colour conversion done on the device.
 """
 
