@@ -79,6 +79,7 @@ class StyleTransferModule(pl.LightningModule):
         self._last_finite_step = 0
         self._previews: list[torch.Tensor] = []
         self._skipped = 0
+        self._skipped_cache: tuple[int, torch.Tensor] | None = None  # (count, its device copy)
         self._start_time = time.time()
         self._train_seconds = 0.0
 
@@ -223,12 +224,24 @@ class StyleTransferModule(pl.LightningModule):
             )
         self.log(
             "train/skipped_files",
-            float(self._skipped),
+            self._skipped_on(content.device),
             on_step=True,
             on_epoch=False,
             batch_size=content.shape[0],
         )
         return terms["total"]
+
+    def _skipped_on(self, device: torch.device) -> torch.Tensor:
+        """The skipped-file count as a tensor on ``device``, copied there only when it changes.
+
+        Logging a Python number copies it to the GPU at every step, and a copy from pageable host
+        memory first waits for everything queued on the GPU: one host-device sync per step, which
+        stops the host from running ahead to queue the next step.
+        """
+        cached = self._skipped_cache
+        if cached is None or cached[0] != self._skipped or cached[1].device != device:
+            cached = self._skipped_cache = (self._skipped, torch.tensor(float(self._skipped), device=device))
+        return cached[1]
 
     # -- validation and previews -----------------------------------------------------------------
 

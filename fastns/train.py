@@ -24,7 +24,7 @@ import torch
 from hydra.utils import instantiate
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from .data import ContentDataModule
@@ -132,14 +132,31 @@ def resolve_precision(precision: Any, accelerator: Any) -> str:
     """
     if str(precision) != "auto":
         return precision
-    acc = str(accelerator)
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        device = torch.device("cuda")
-    elif acc == "cpu" or (acc == "auto" and not torch.backends.mps.is_available()):
-        device = torch.device("cpu")
-    else:  # MPS, TPU, ...: Lightning's default
+    device = _train_device(accelerator)
+    if device is None:  # MPS, TPU, ...: Lightning's default
         return "32-true"
     return "bf16-mixed" if native_bf16(device) else "32-true"
+
+
+def progress_refresh_rate(trainer_cfg: Any) -> int:
+    """Steps between progress-bar refreshes: 1 on a CPU, ``log_every_n_steps`` on GPUs and others.
+
+    The bar reads the logged losses back to the host at every refresh. On a GPU a read per step
+    makes the host wait for each step before it queues the next; a CPU step is not queued.
+    """
+    if _train_device(trainer_cfg.get("accelerator", "auto")) == torch.device("cpu"):
+        return 1
+    return max(1, int(trainer_cfg.get("log_every_n_steps", 10)))
+
+
+def _train_device(accelerator: Any) -> torch.device | None:
+    """The kind of device Lightning will train on for ``trainer.accelerator``: cuda, cpu, or None (other)."""
+    acc = str(accelerator)
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if acc == "cpu" or (acc == "auto" and not torch.backends.mps.is_available()):
+        return torch.device("cpu")
+    return None
 
 
 def _plain(cfg: DictConfig | None) -> Any:
@@ -177,6 +194,8 @@ def build(
     ]
     if cfg.get("scheduler"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=progress_refresh_rate(cfg.trainer)))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     precision = resolve_precision(
         cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto")

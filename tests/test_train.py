@@ -285,3 +285,32 @@ def test_training_runs_in_the_resolved_precision(tmp_path, photos, style_file, m
         _, info = load_model(run_dir / "model.safetensors")
         assert info.training["precision"] == expected
         assert all(torch.isfinite(torch.tensor(v)) for v in info.training["final_losses"].values())
+
+
+def test_skipped_file_count_is_logged_and_copied_to_the_device_only_when_it_changes(
+    tmp_path, photos, style_file
+):
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    val = tmp_path / "val"
+    for i in range(2):
+        make_photo(val / f"{i}.jpg", size=(40, 40), seed=50 + i)
+    run_dir = tmp_path / "run"
+    cfg = compose("train", [*tiny(photos, style_file, run_dir, steps=6), f"data.val_root={val}"])
+    summary = train(cfg)
+    assert summary["skipped_files"] >= 1  # 12 draws from 11 photos: the broken one comes up
+    logged = [e.value for e in events(run_dir).Scalars("train/skipped_files")]
+    assert logged[-1] == summary["skipped_files"] and logged == sorted(logged)
+
+    module = build(cfg, tmp_path / "again")[1]
+    first = module._skipped_on(torch.device("cpu"))
+    assert module._skipped_on(torch.device("cpu")) is first  # unchanged: no new host-to-device copy
+    module._skipped = 3
+    assert float(module._skipped_on(torch.device("cpu"))) == 3.0
+
+
+def test_progress_bar_refreshes_every_step_on_a_cpu_and_with_the_logger_on_a_gpu():
+    from fastns.train import progress_refresh_rate
+
+    assert progress_refresh_rate({"accelerator": "cpu", "log_every_n_steps": 10}) == 1
+    assert progress_refresh_rate({"accelerator": "gpu", "log_every_n_steps": 10}) == 10
+    assert progress_refresh_rate({"accelerator": "cuda", "log_every_n_steps": 0}) == 1
