@@ -314,3 +314,38 @@ def test_progress_bar_refreshes_every_step_on_a_cpu_and_with_the_logger_on_a_gpu
     assert progress_refresh_rate({"accelerator": "cpu", "log_every_n_steps": 10}) == 1
     assert progress_refresh_rate({"accelerator": "gpu", "log_every_n_steps": 10}) == 10
     assert progress_refresh_rate({"accelerator": "cuda", "log_every_n_steps": 0}) == 1
+
+
+def test_on_a_gpu_only_the_written_steps_are_logged_and_tensorboard_gets_the_same_scalars(
+    tmp_path, photos, style_file, monkeypatch
+):
+    """Skipping self.log on the steps Lightning does not write must lose nothing in TensorBoard."""
+    from fastns.module import StyleTransferModule
+
+    def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+        ea = events(run_dir)
+        return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"] if t.startswith("train/")}
+
+    calls = {"cpu": 0, "gpu": 0}
+    real_log = StyleTransferModule.log
+    runs = {}
+    for kind in ("cpu", "gpu"):
+        if kind == "gpu":  # the host-side rules of a GPU run, on the CPU
+            monkeypatch.setattr(StyleTransferModule, "_queues_steps", lambda self: True)
+
+        def counting_log(self, name, *args, _kind=kind, **kwargs):
+            calls[_kind] += name.startswith("train/")
+            return real_log(self, name, *args, **kwargs)
+
+        monkeypatch.setattr(StyleTransferModule, "log", counting_log)
+        run_dir = tmp_path / kind
+        overrides = [*tiny(photos, style_file, run_dir, steps=9), "trainer.log_every_n_steps=3", "seed=3"]
+        train(compose("train", overrides))
+        runs[kind] = scalars(run_dir)
+    assert "train/loss/total" in runs["gpu"] and "train/loss/style/relu2_2" in runs["gpu"]
+    assert [s for s, _ in runs["gpu"]["train/loss/total"]] == [2, 5, 8]
+    assert runs["gpu"].keys() == runs["cpu"].keys()
+    for tag, logged in runs["cpu"].items():
+        assert [s for s, _ in runs["gpu"][tag]] == [s for s, _ in logged], tag
+        assert [v for _, v in runs["gpu"][tag]] == pytest.approx([v for _, v in logged], rel=1e-5), tag
+    assert calls["gpu"] * 3 == calls["cpu"]  # a third of the self.log calls
