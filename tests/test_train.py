@@ -324,7 +324,11 @@ def test_on_a_gpu_only_the_written_steps_are_logged_and_tensorboard_gets_the_sam
 
     def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         ea = events(run_dir)
-        return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"] if t.startswith("train/")}
+        return {
+            t: [(e.step, e.value) for e in ea.Scalars(t)]
+            for t in ea.Tags()["scalars"]
+            if t.startswith("train/")
+        }
 
     calls = {"cpu": 0, "gpu": 0}
     real_log = StyleTransferModule.log
