@@ -15,7 +15,8 @@ Departures from the paper, each for a reason:
   batch. ``norm="batch"`` restores the paper.
 - **Upsampling by nearest-neighbour x2 then a 3x3 convolution** by default instead of the paper's
   stride-1/2 (transposed) convolutions, which leave checkerboard artifacts (Odena et al. 2016).
-  ``upsample="transpose"`` restores the paper.
+  ``upsample="transpose"`` restores the paper; ``upsample="bilinear"`` smooths the upsampled maps
+  before the convolution (docs/training.md compares it with nearest).
 - **Reflection padding** in every convolution instead of the paper's unpadded residual blocks on a
   40-px reflection-padded input: same purpose (no border artifacts), and the output size equals
   the input size for any input.
@@ -36,7 +37,7 @@ from torch import nn
 from .errors import ConfigError
 
 NORMS = ("instance", "batch")
-UPSAMPLES = ("nearest", "transpose")
+UPSAMPLES = ("nearest", "bilinear", "transpose")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -86,9 +87,9 @@ class UpsampleLayer(nn.Sequential):
     """uk: x2 upsampling and a 3x3 convolution (+ norm + ReLU)."""
 
     def __init__(self, c_in: int, c_out: int, norm: str, mode: str):
-        if mode == "nearest":
+        if mode in ("nearest", "bilinear"):
             layers: list[nn.Module] = [
-                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Upsample(scale_factor=2, mode=mode),
                 nn.ReflectionPad2d(1),
                 nn.Conv2d(c_in, c_out, 3, bias=False),
             ]
@@ -107,8 +108,8 @@ class TransformerNet(nn.Module):
             networks of the fast-neural-style release (about 4x fewer FLOPs).
         num_residual: number of residual blocks (5 in the paper).
         norm: ``"instance"`` (default, Ulyanov et al.) or ``"batch"`` (the paper).
-        upsample: ``"nearest"`` (x2 nearest + conv, no checkerboard; default) or ``"transpose"``
-            (the paper's transposed convolutions).
+        upsample: ``"nearest"`` (x2 nearest + conv, no checkerboard; default), ``"bilinear"``
+            (x2 bilinear + conv) or ``"transpose"`` (the paper's transposed convolutions).
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.

@@ -29,12 +29,20 @@ def model_file(tmp_path) -> Path:
     return save_model(tmp_path / "tiny.safetensors", tiny_net(), style={"name": "tiny"})
 
 
+@pytest.fixture(params=["nearest", "bilinear", "transpose"])
+def any_model_file(tmp_path, request) -> Path:
+    """A model file of each upsampling kind: each exports to the same function."""
+    net = tiny_net(upsample=request.param)
+    return save_model(tmp_path / "tiny.safetensors", net, style={"name": "tiny"})
+
+
 def images() -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     return [torch.rand(1, 3, 61, 47, generator=gen), torch.rand(2, 3, 40, 72, generator=gen)]
 
 
-def test_torchscript_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, model_file):
+def test_torchscript_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, any_model_file):
+    model_file = any_model_file
     out = tmp_path / "tiny.pt"
     code, stdout, err = run_script(
         monkeypatch, capsys, [f"model={model_file}", "format=torchscript", f"output={out}"]
@@ -53,7 +61,8 @@ def test_torchscript_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_p
             assert (module(x) - stylizer(x)).abs().max() <= 1e-3
 
 
-def test_onnx_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, model_file):
+def test_onnx_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, any_model_file):
+    model_file = any_model_file
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     out = tmp_path / "tiny.onnx"

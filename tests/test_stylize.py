@@ -88,7 +88,11 @@ def test_pil_in_pil_out_and_tensor_in_tensor_out(stylizer, tmp_path):
         stylizer(np.zeros((8, 8, 3)))
 
 
-@pytest.mark.parametrize("kind", [{}, {"norm": "batch", "upsample": "transpose"}], ids=["instance", "batch"])
+@pytest.mark.parametrize(
+    "kind",
+    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}],
+    ids=["instance", "bilinear", "batch"],
+)
 def test_optimised_path_equals_the_plain_network(kind):
     net = tiny_net(**kind)
     x = torch.rand(2, 3, 43, 58)
@@ -100,7 +104,11 @@ def test_optimised_path_equals_the_plain_network(kind):
     assert (fast(x) - bare(x)).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("kind", [{}, {"norm": "batch", "upsample": "transpose"}], ids=["instance", "batch"])
+@pytest.mark.parametrize(
+    "kind",
+    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}],
+    ids=["instance", "bilinear", "batch"],
+)
 def test_tiled_output_matches_untiled(tmp_path, kind):
     """The issue's check: a mid-size photo, tiled vs untiled, mean abs difference under 2/255."""
     net = tiny_net(**kind)

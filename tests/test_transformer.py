@@ -20,7 +20,8 @@ def test_output_has_input_shape_and_range(size):
 
 
 @pytest.mark.parametrize(
-    "norm, upsample", [("instance", "nearest"), ("batch", "transpose"), ("instance", "transpose")]
+    "norm, upsample",
+    [("instance", "nearest"), ("instance", "bilinear"), ("batch", "transpose"), ("instance", "transpose")],
 )
 def test_every_parameter_gets_a_gradient_and_vgg_none(norm, upsample):
     net = TransformerNet(width=0.25, num_residual=2, norm=norm, upsample=upsample)
@@ -63,7 +64,7 @@ def test_instance_norm_output_does_not_depend_on_the_batch():
 
 
 @pytest.mark.parametrize(
-    "kw", [{"norm": "layer"}, {"upsample": "bilinear"}, {"width": 0}, {"num_residual": -1}]
+    "kw", [{"norm": "layer"}, {"upsample": "bicubic"}, {"width": 0}, {"num_residual": -1}]
 )
 def test_bad_arguments(kw):
     with pytest.raises(ConfigError):
