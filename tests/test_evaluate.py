@@ -16,6 +16,7 @@ from fastns.evaluate import (
     color_histogram,
     equivalent_iterations,
     find_photos,
+    grid_pattern,
     histogram_distance,
     load_style,
     loss_settings,
@@ -111,6 +112,23 @@ def test_ssim_of_luminance(size):
     gray = photo.mean(1, keepdim=True).expand(1, 3, *size)
     noise = torch.rand(1, 3, *size)
     assert ssim_luminance(noise, photo) < 0.5 < ssim_luminance(gray, photo)
+
+
+def test_grid_pattern_finds_a_texture_locked_to_the_pixel_grid_and_ignores_content():
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 61), torch.linspace(0, 1, 83), indexing="ij")
+    photo = torch.stack([xx, yy, (xx * yy) ** 0.5])[None]  # smooth content; 61x83: ragged blocks
+    assert grid_pattern(photo) < 0.1  # smooth gradients, even a full-range ramp, are not a pattern
+    noise = torch.rand(1, 3, 256, 256)
+    assert grid_pattern(noise) < 1.0  # random pixels average out over 4096 blocks
+    # A +-a checkerboard of 2x2 cells, the kind of pattern two x2 stages make: RMS a (in 1/255).
+    cells = ((torch.arange(60)[:, None] // 2 + torch.arange(80)[None] // 2) % 2).float() * 2 - 1
+    a = 6 / 255
+    hatched = (photo[..., :60, :80] * 0.8 + 0.1 + a * cells).clamp(0, 1)
+    assert grid_pattern(hatched) == pytest.approx(6.0, abs=0.5)
+    # Shifting the image moves the pattern's phase, not its strength.
+    assert grid_pattern(hatched[..., 1:, 3:]) == pytest.approx(grid_pattern(hatched), abs=0.3)
+    assert grid_pattern(torch.rand(1, 3, 7, 40)) == 0.0  # smaller than two blocks
 
 
 # -- model, loss and style settings ----------------------------------------------------------------
@@ -238,6 +256,7 @@ def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_fi
         assert set(loss) == TERMS and all(_finite(v) and v >= 0 for v in loss.values())
         assert loss["total"] == pytest.approx(loss["content"] + loss["style"] + loss["tv"], rel=1e-5)
         assert -1 <= r["network"]["ssim"] <= 1 and 0 <= r["network"]["color_distance"] <= 1
+        assert r["network"]["grid"] >= 0 and r["content"]["grid"] >= 0
         assert r["speed"]["network_seconds"] > 0
         for init in ("noise", "content"):
             g = r["gatys"][init]
@@ -262,10 +281,12 @@ def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_fi
         sum(r["network"]["loss"]["total"] for r in m["images"]) / 2
     )
     assert agg["equivalent_iterations"]["noise"]["budget"] == 3
+    assert set(agg["grid"]) == {"content", "network", "gatys_noise", "gatys_content"}
 
     report = (out / "report.md").read_text()
     assert "a.png" in report and "b.jpg" in report and m["command"] in report
     assert "contact_sheet.png" in report and "loss_curves.png" in report
+    assert "4x4 px pattern (1/255): network" in report
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.format == "PNG" and sheet.width > 6 * 32 and sheet.height > 2 * 32  # 6 columns, 2 rows
     assert Image.open(out / "loss_curves.png").format == "PNG"
