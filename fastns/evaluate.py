@@ -21,9 +21,9 @@ the user's own photos, with the model's own loss, and adds two measurements that
   of the output and of the style image (:func:`histogram_distance`; 0 = identical colours).
   Both are also given for the Gatys results, and the colour distance for the photo itself, so
   each number has a reference.
-- **Grid pattern**: the strength of a fixed 4x4-pixel pattern in the output (:func:`grid_pattern`),
-  the cross-hatch a network with two x2 stages can learn (docs/training.md); for the photo,
-  the network and the Gatys results. Photos score below ~1 (in 1/255).
+- **Grid pattern**: the strength of a fixed 4x4-pixel pattern (:func:`fastns.metrics.grid_pattern`),
+  the cross-hatch a network with two x2 stages can learn (docs/training.md), for the photo, the
+  network and the Gatys results. Photos score below ~1 (in 1/255).
 
 Choices, and where they depart from the paper:
 
@@ -66,7 +66,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
@@ -77,6 +76,7 @@ from .errors import ConfigError, FastnsError, ImageError, ModelFileError
 from .hub import sha256_file
 from .image import load_image, tensor_to_pil
 from .losses import PerceptualLoss
+from .metrics import GRID_PERIOD, grid_pattern
 from .modelfile import ModelInfo, load_model
 from .optimize import build_loss, optimize_image, white_noise
 from .style import Style
@@ -176,32 +176,6 @@ def ssim_luminance(image: torch.Tensor, reference: torch.Tensor) -> float:
     else:
         kwargs = {"win_size": max(3, side - (side + 1) % 2)}
     return float(structural_similarity(a, b, data_range=1.0, **kwargs))
-
-
-#: Period of :func:`grid_pattern`: the network's two x2 stages repeat every 4 px.
-GRID_PERIOD = 4
-
-
-def grid_pattern(image: torch.Tensor, period: int = GRID_PERIOD) -> float:
-    """Strength of a fixed ``period`` x ``period`` pixel pattern in ``(1, 3, H, W)`` in [0, 1], in 1/255.
-
-    The BT.601 luminance minus its ``period`` x ``period`` moving average (which removes the image's
-    smooth content and keeps any pattern that repeats every ``period`` px) is folded onto a
-    ``period`` x ``period`` grid: the mean, over all blocks, of the pixel at each of the period²
-    positions. Image detail averages out of that pattern (photos and Gatys results score below ~1);
-    a texture locked to the pixel grid, like the cross-hatch of a network whose two stride-2 stages
-    repeat every 4 px, does not. Returned: the RMS of the pattern about its mean, x255. Images
-    smaller than two blocks on a side score 0.
-    """
-    y = luminance(image.detach().float().cpu().clamp(0, 1))[:1].double()  # (1, 1, H, W)
-    if min(y.shape[-2:]) < 2 * period:
-        return 0.0
-    smooth = F.avg_pool2d(y, period, stride=1)  # (1, 1, H - p + 1, W - p + 1)
-    o = period // 2  # the window of smooth[i, j] is centred at i + o - 1/2: a ramp leaves a constant
-    detail = (y[..., o : o + smooth.shape[-2], o : o + smooth.shape[-1]] - smooth)[0, 0]
-    h, w = (detail.shape[0] // period) * period, (detail.shape[1] // period) * period
-    pattern = detail[:h, :w].reshape(h // period, period, w // period, period).mean((0, 2))
-    return float((pattern - pattern.mean()).square().mean().sqrt() * 255)
 
 
 def summarize(values: Sequence[float | None]) -> dict[str, Any]:
@@ -585,11 +559,11 @@ def evaluate_image(
             "loss": net_loss,
             "ssim": ssim_luminance(output, content),
             "color_distance": histogram_distance(color_histogram(output), style_hist),
-            "grid": grid_pattern(output),
+            "grid": float(grid_pattern(output)),
         },
         "content": {
             "color_distance": histogram_distance(color_histogram(content), style_hist),
-            "grid": grid_pattern(content),
+            "grid": float(grid_pattern(content)),
         },
         "gatys": {},
     }
@@ -615,7 +589,7 @@ def evaluate_image(
             # Content and colour of the final image, for comparison with the network's.
             "ssim": ssim_luminance(gatys.image, content),
             "color_distance": histogram_distance(color_histogram(gatys.image), style_hist),
-            "grid": grid_pattern(gatys.image),
+            "grid": float(grid_pattern(gatys.image)),
         }
         pictures["gatys"][init_name] = {"snapshots": gatys.snapshots, "trajectory": gatys.trajectory}
 
@@ -1352,7 +1326,6 @@ __all__ = [
     "aggregate",
     "color_histogram",
     "equivalent_iterations",
-    "grid_pattern",
     "histogram_distance",
     "render_report",
     "run",

@@ -13,6 +13,7 @@ from torchvision.utils import make_grid
 
 from .errors import FastnsError
 from .losses import PerceptualLoss
+from .metrics import grid_pattern
 from .optimize import build_loss
 from .style import Style
 from .transformer import TransformerNet
@@ -277,6 +278,16 @@ class StyleTransferModule(pl.LightningModule):
                 sync_dist=True,
                 batch_size=content.shape[0],
             )
+        # The fixed 4x4 px pattern (cross-hatch) the network can learn: watch it develop
+        # (docs/training.md); photos score below ~1.
+        self.log(
+            "val/grid_pattern",
+            grid_pattern(stylised).mean(),
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=content.shape[0],
+        )
         n = self.hparams.max_previews - sum(p.shape[0] for p in self._previews) // 2
         if n > 0:
             self._previews.append(torch.cat([content[:n], stylised[:n]]).float().cpu())

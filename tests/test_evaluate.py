@@ -16,7 +16,6 @@ from fastns.evaluate import (
     color_histogram,
     equivalent_iterations,
     find_photos,
-    grid_pattern,
     histogram_distance,
     load_style,
     loss_settings,
@@ -24,6 +23,7 @@ from fastns.evaluate import (
     ssim_luminance,
     summarize_iterations,
 )
+from fastns.metrics import grid_pattern
 from fastns.modelfile import ModelInfo, save_model
 from fastns.transformer import TransformerNet
 
@@ -118,17 +118,20 @@ def test_grid_pattern_finds_a_texture_locked_to_the_pixel_grid_and_ignores_conte
     torch.manual_seed(0)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 61), torch.linspace(0, 1, 83), indexing="ij")
     photo = torch.stack([xx, yy, (xx * yy) ** 0.5])[None]  # smooth content; 61x83: ragged blocks
-    assert grid_pattern(photo) < 0.1  # smooth gradients, even a full-range ramp, are not a pattern
+    assert float(grid_pattern(photo)) < 0.1  # smooth gradients, even a full-range ramp, are not a pattern
     noise = torch.rand(1, 3, 256, 256)
-    assert grid_pattern(noise) < 1.0  # random pixels average out over 4096 blocks
+    assert float(grid_pattern(noise)) < 1.0  # random pixels average out over 4096 blocks
     # A +-a checkerboard of 2x2 cells, the kind of pattern two x2 stages make: RMS a (in 1/255).
     cells = ((torch.arange(60)[:, None] // 2 + torch.arange(80)[None] // 2) % 2).float() * 2 - 1
     a = 6 / 255
     hatched = (photo[..., :60, :80] * 0.8 + 0.1 + a * cells).clamp(0, 1)
-    assert grid_pattern(hatched) == pytest.approx(6.0, abs=0.5)
+    assert float(grid_pattern(hatched)) == pytest.approx(6.0, abs=0.5)
     # Shifting the image moves the pattern's phase, not its strength.
-    assert grid_pattern(hatched[..., 1:, 3:]) == pytest.approx(grid_pattern(hatched), abs=0.3)
-    assert grid_pattern(torch.rand(1, 3, 7, 40)) == 0.0  # smaller than two blocks
+    assert float(grid_pattern(hatched[..., 1:, 3:])) == pytest.approx(float(grid_pattern(hatched)), abs=0.3)
+    # One number per image of a batch.
+    both = grid_pattern(torch.cat([hatched, photo[..., :60, :80]]))
+    assert both.shape == (2,) and both[0] > 5 and both[1] < 0.1
+    assert grid_pattern(torch.rand(2, 3, 7, 40)).tolist() == [0.0, 0.0]  # smaller than two blocks
 
 
 # -- model, loss and style settings ----------------------------------------------------------------

@@ -84,8 +84,10 @@ def test_cli_training_writes_run_folder_and_resumes(tmp_path, photos, style_file
         "train/loss/style/relu3_3",
         "train/loss/tv",
         "val/loss/total",
+        "val/grid_pattern",
     ]:
         assert tag in scalars, tag
+    assert all(e.value >= 0 for e in ea.Scalars("val/grid_pattern"))
     assert {"preview", "style"} <= set(ea.Tags()["images"])
     assert [e.step for e in ea.Images("preview")] == [2, 4]
 
