@@ -822,7 +822,7 @@ def run(cfg: DictConfig) -> Path:
             },
             "color_histogram": f"joint RGB, {HIST_BINS}^3 bins, symmetric chi-squared distance (0 = same colours, 1 = disjoint)",
             "ssim": "scikit-image structural_similarity on BT.601 luminance, Gaussian window sigma 1.5, data range 1",
-            "grid": f"RMS of the {GRID_PERIOD}x{GRID_PERIOD} phase-mean pattern of the BT.601 luminance, in 1/255",
+            "grid": f"RMS of the {GRID_PERIOD}x{GRID_PERIOD} phase-mean pattern of the BT.601 luminance minus its {GRID_PERIOD}x{GRID_PERIOD} moving average, in 1/255",
         },
         "versions": _versions(device),
         "images": records,
@@ -1128,9 +1128,9 @@ def render_report(metrics: Mapping) -> str:
         f"({HIST_BINS}³ bins) of an image and of the style image; 0 = identical colour "
         "distributions. The photo's own distance is the starting point; a network that has learnt "
         "the palette brings it down.",
-        f"- **{GRID_PERIOD}x{GRID_PERIOD} px pattern** (in 1/255): the luminance folded onto a "
-        f"{GRID_PERIOD}x{GRID_PERIOD} grid (the mean pixel at each position of every block), and the RMS of "
-        "that pattern. Image content averages out: photos and Gatys results score below ~1. A network "
+        f"- **{GRID_PERIOD}x{GRID_PERIOD} px pattern** (in 1/255): the luminance minus its "
+        f"{GRID_PERIOD}x{GRID_PERIOD} moving average, folded onto a {GRID_PERIOD}x{GRID_PERIOD} grid (the "
+        "mean pixel at each position of every block), and the RMS of that pattern. Image content averages out: photos and Gatys results score below ~1. A network "
         "that paints a fixed texture locked to its two x2 stages (a fine cross-hatch) scores several "
         "units; docs/training.md shows what the numbers look like.",
         "",

@@ -18,8 +18,8 @@ def grid_pattern(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tenso
     smooth content and keeps any pattern that repeats every ``period`` px) is folded onto a
     ``period`` x ``period`` grid: the mean, over all blocks, of the pixel at each of the period²
     positions. Image detail averages out of that pattern (photos and Gatys results score below ~1);
-    a texture locked to the pixel grid, like the cross-hatch a network whose two stride-2 stages
-    repeat every 4 px can learn (docs/training.md), does not.
+    a texture locked to the pixel grid does not, like the cross-hatch that the transformer network,
+    whose two x2 stages repeat every 4 px, can learn (docs/training.md).
 
     Returns:
         ``(B,)`` float32 on the images' device: the RMS of each image's pattern about its mean, in
