@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from fastns.image import load_image
-from fastns.optimize import build_loss, optimize_image
+from fastns.losses import PerceptualLoss
+from fastns.optimize import optimize_image
 from fastns.utils import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def make_loss(name: str, arch: str, weights: str, device):
         "style_weight": 1e6,
         "vgg": {"arch": arch, "weights": weights},
     }
-    return build_loss(cfg, device)
+    return PerceptualLoss.from_config(cfg, device)
 
 
 def images(size: int, device):

@@ -5,12 +5,11 @@ classic Gatys per-image optimisation and texture synthesis as reference. Images 
 ``(B, 3, H, W)`` in [0, 1] at every public boundary.
 """
 
-__version__ = "0.1.0"
-
-from .errors import FastnsError  # noqa: E402
-from .image import load_image, save_image  # noqa: E402
-from .losses import PerceptualLoss, gram_matrix  # noqa: E402
-from .vgg import VGGFeatures  # noqa: E402
+from .errors import FastnsError
+from .image import load_image, save_image
+from .losses import PerceptualLoss, gram_matrix
+from .version import __version__
+from .vgg import VGGFeatures
 
 __all__ = [
     "FastnsError",

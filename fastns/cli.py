@@ -9,16 +9,11 @@ from typing import Any
 
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import FastnsError
+from .errors import FastnsError, first_line
 
 #: Exit status for a user error (bad file, bad config value); 130 is the shell's Ctrl-C status.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,12 +27,12 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FastnsError as e:
-            print(f"error: {_first_line(e)}", file=sys.stderr)
+            print(f"error: {first_line(e)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except OmegaConfBaseException as e:
             # e.g. a mandatory value (???) left unset: "Missing mandatory value: content"
             key = getattr(e, "full_key", None)
-            msg = _first_line(e)
+            msg = first_line(e)
             if "Missing mandatory value" in msg and key:
                 msg = f"missing required setting {key}: pass {key}=..."
             print(f"error: {msg}", file=sys.stderr)

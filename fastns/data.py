@@ -20,12 +20,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, ImageError
-from .image import open_image, pil_to_tensor
+from .image import IMAGE_EXTENSIONS, find_images, open_image, pil_to_tensor
 
 log = logging.getLogger(__name__)
 
-#: Extensions a training folder is searched for (case-insensitive).
-TRAIN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Where ``data.root=null`` looks, in order ($FASTNS_DATA first).
 DEFAULT_ROOTS = ("$FASTNS_DATA/coco/train2014", "~/datasets/coco/train2014", "data/coco/train2014")
 COCO_HELP = (
@@ -50,14 +48,14 @@ SAMPLE_PHOTOS = (
 )
 
 
-def find_images(root: str | os.PathLike, key: str = "data.root") -> list[Path]:
-    """All image files under ``root`` (recursive, sorted). Raises a one-line error if there are none."""
+def dataset_images(root: str | os.PathLike, key: str = "data.root") -> list[Path]:
+    """All image files under the dataset folder ``root`` (recursive, sorted); a one-line error if there are none."""
     root = Path(os.path.expanduser(os.path.expandvars(str(root))))
     if not root.is_dir():
         raise ConfigError(f"{key}={root}: no such folder; {COCO_HELP}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in TRAIN_EXTENSIONS and p.is_file())
+    files = find_images(root)[1]
     if not files:
-        raise ConfigError(f"{key}={root}: no images (.jpg, .jpeg, .png, .webp, .bmp) in this folder or below")
+        raise ConfigError(f"{key}={root}: no images ({' '.join(IMAGE_EXTENSIONS)}) in this folder or below")
     return files
 
 
@@ -92,10 +90,10 @@ def sample_photos() -> list[Path]:
 def resolve_root(root: str | os.PathLike | None, key: str = "data.root") -> list[Path]:
     """Image files for a ``data.root`` value: a folder, ``samples``, or ``None`` (default locations)."""
     if root is None and key == "data.root":
-        return find_images(default_root(), key)
+        return dataset_images(default_root(), key)
     if str(root) == "samples":
         return sample_photos()
-    return find_images(root, key)
+    return dataset_images(root, key)
 
 
 def square_crop(im: Image.Image, size: int, rng=None) -> Image.Image:

@@ -26,3 +26,9 @@ class ConfigError(FastnsError):
 
 class ModelFileError(FastnsError):
     """A model file is not a fastns model or comes from an incompatible version."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none): what one-line errors quote."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

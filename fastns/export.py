@@ -5,7 +5,7 @@
 - ``onnx``: an ONNX graph for onnxruntime, TensorRT, OpenVINO, browsers... (needs the ``onnx`` and
   ``onnxscript`` packages: ``pip install 'fastns[export]'``).
 
-The TorchScript and ONNX files hold :class:`fastns.stylize.PaddedNet`: the network *with* the
+The TorchScript and ONNX files hold :class:`fastns.transformer.PaddedNet`: the network *with* the
 stylizer's reflection border, so they give the same images as ``scripts/stylize.py`` at
 ``strength=1``. Input ``images``: float32 ``(N, 3, H, W)`` RGB in [0, 1], any N, H, W (ONNX: H and
 W at least ``border + 1``); output ``stylised``: the same shape, in [0, 1]. Both carry the fastns
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import __version__
-from .errors import ConfigError, FastnsError, ModelFileError
-from .modelfile import FORMAT, FORMAT_VERSION, ModelInfo, load_model
-from .stylize import DEFAULT_BORDER, PaddedNet
-from .transformer import TransformerNet
+from .errors import ConfigError, FastnsError, ModelFileError, first_line
+from .modelfile import ModelInfo, export_checkpoint, load_any
+from .transformer import DEFAULT_BORDER, PaddedNet, TransformerNet
 from .utils import atomic_write
 
 if TYPE_CHECKING:
@@ -51,28 +48,10 @@ class ExportError(FastnsError):
     """An export could not be written or does not match the PyTorch network."""
 
 
-def load_any(path: str | Path) -> tuple[TransformerNet, ModelInfo]:
-    """The network in a model file (``.safetensors``) or a training checkpoint (``.ckpt``)."""
-    path = Path(path)
-    if path.suffix != ".ckpt":
-        return load_model(path)
-    from .train import export_checkpoint  # Lightning checkpoints: only needed for this case
-
-    # export_checkpoint validates the checkpoint and writes the model file; read it back from a
-    # temporary folder so that both paths share one loader.
-    with tempfile.TemporaryDirectory() as tmp:
-        return load_model(export_checkpoint(path, Path(tmp) / "model.safetensors"))
-
-
 def metadata(info: ModelInfo, border: int) -> dict[str, str]:
     """String metadata for an exported graph: the model file's, plus how to call the graph."""
     return {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "fastns_version": __version__,
-        "model": json.dumps(info.model),
-        "style": json.dumps(info.style),
-        "training": json.dumps(info.training),
+        **info.metadata(),
         "border": str(border),
         "input": "images: float32 (N, 3, H, W) RGB in [0, 1]",
         "output": "stylised: float32 (N, 3, H, W) RGB in [0, 1]",
@@ -178,7 +157,7 @@ def export_onnx(
                 verbose=False,
             )
     except Exception as e:  # the exporter raises many types; one line is what a user can act on
-        raise ExportError(f"{output}: ONNX export failed ({str(e).strip().splitlines()[0]})") from None
+        raise ExportError(f"{output}: ONNX export failed ({first_line(e)})") from None
     proto = program.model_proto
     proto.doc_string = (
         f"fastns style network ({info.style.get('name') or 'style'}): images in [0, 1] -> stylised"
@@ -233,8 +212,6 @@ def run(cfg: DictConfig) -> Path:
     if border < 0:
         raise ConfigError(f"border={border} must be >= 0")
     if fmt == "safetensors":
-        from .train import export_checkpoint
-
         path = export_checkpoint(src, output)
     else:
         net, info = load_any(src)

@@ -3,13 +3,15 @@
 Every image that leaves this module is a float tensor of shape ``(B, 3, H, W)`` with values
 in [0, 1] (``B = 1`` for a single file). Everything about file formats and colour modes lives
 here: any Pillow-readable file in any mode (L, LA, P, RGBA, CMYK, I;16, ...) is turned into RGB,
-with EXIF orientation applied and transparency composited on white. Saving is atomic: the image
+with EXIF orientation applied and transparency composited on white; so do finding the images of a
+folder or glob (:func:`find_images`, one extension list) and resizing to a longest side. Saving is atomic: the image
 is written to a temporary file in the destination folder and renamed over the final name, so an
 interrupted run never leaves a half-written image behind.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +27,8 @@ from .utils import atomic_write
 # A truncated file must be an error, not a silently grey-filled image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-#: Extensions we read when scanning folders (Pillow reads more when given a file directly).
+#: Extensions read when scanning folders, for training, stylising and evaluation alike (Pillow
+#: reads more when given a file directly).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 # Pillow's save options per format: high quality by default, these are outputs people look at.
@@ -109,6 +112,13 @@ def fit_longest(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def resize_pil(im: Image.Image, longest: int) -> Image.Image:
+    """A Pillow image resized (Lanczos, antialiased) so that its longest side is ``longest``."""
+    if max(im.size) == longest:
+        return im
+    return im.resize(fit_longest(*im.size, longest), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
 def pil_to_tensor(im: Image.Image) -> torch.Tensor:
     """8-bit RGB Pillow image -> float tensor (1, 3, H, W) in [0, 1]."""
     arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -128,7 +138,11 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def load_image(
-    path: str | os.PathLike, size: int | None = None, device: torch.device | str | None = None
+    path: str | os.PathLike,
+    size: int | None = None,
+    device: torch.device | str | None = None,
+    *,
+    max_size: int | None = None,
 ) -> torch.Tensor:
     """Load an image file as a float tensor (1, 3, H, W) in [0, 1].
 
@@ -136,10 +150,13 @@ def load_image(
         path: any image file Pillow reads, in any colour mode.
         size: if given, resize (Lanczos, antialiased) so that the longest side is ``size``.
         device: where to put the tensor.
+        max_size: if given, downscale (only) so that the longest side is at most ``max_size``.
     """
-    im = open_image(path, max_side=size)
-    if size is not None and max(im.size) != size:
-        im = im.resize(fit_longest(*im.size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    im = open_image(path, max_side=size or max_size)
+    if size is not None:
+        im = resize_pil(im, size)
+    elif max_size is not None and max(im.size) > max_size:
+        im = resize_pil(im, max_size)
     return pil_to_tensor(im).to(device)
 
 
@@ -185,9 +202,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
-def check_output_path(
-    output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], key: str = "output"
-) -> Path:
+def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> Path:
     """Validate an output file name before any work is done.
 
     Refuses an output that is one of the inputs (we never overwrite an input file) and an
@@ -196,7 +211,7 @@ def check_output_path(
     output = Path(output)
     image_format(output)
     if output.is_dir():
-        raise ConfigError(f"{key}={output} is a folder; give a file name such as {output / 'out.png'}")
+        raise ConfigError(f"output={output} is a folder; give a file name such as {output / 'out.png'}")
     for inp in inputs:
         if inp is None:
             continue
@@ -205,5 +220,42 @@ def check_output_path(
             output.exists() and inp.exists() and output.samefile(inp)
         )
         if same:
-            raise ConfigError(f"{key}={output} is the input file {inp}; refusing to overwrite an input")
+            raise ConfigError(f"output={output} is the input file {inp}; refusing to overwrite an input")
     return output
+
+
+def glob_base(pattern: str) -> Path:
+    """The folder part of a glob pattern before its first wildcard (where relative paths start)."""
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return Path(*parts[:first_magic]) if first_magic else Path(".")
+
+
+def find_images(input: str | os.PathLike, exclude: Path | None = None) -> tuple[Path, list[Path]]:
+    """The image files of a folder (recursively) or a glob pattern, sorted, and the folder they are relative to.
+
+    Only files with an extension of :data:`IMAGE_EXTENSIONS` (any case) count. Files under
+    ``exclude`` (an output folder inside the input folder) and hidden files (the temporary
+    ``.name.part`` files of an interrupted run) are left out.
+
+    Raises:
+        ImageError: ``input`` is neither a folder nor a glob pattern.
+    """
+    pattern = str(input)
+    if Path(pattern).is_dir():
+        base = Path(pattern)
+        candidates: Iterable[Path] = base.rglob("*")
+    elif glob.has_magic(pattern):
+        base = glob_base(pattern)
+        candidates = (Path(p) for p in glob.glob(pattern, recursive=True))
+    else:
+        raise ImageError(f"{input}: no such file or folder")
+    exclude_resolved = exclude.resolve() if exclude is not None else None
+    files = []
+    for p in candidates:
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith("."):
+            continue
+        if exclude_resolved is not None and exclude_resolved in p.resolve().parents:
+            continue
+        files.append(p)
+    return base, sorted(files)

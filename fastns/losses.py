@@ -147,6 +147,38 @@ class PerceptualLoss(nn.Module):
         self._style_scales: dict[str, torch.Tensor] = {}
         self._content_targets: dict[str, torch.Tensor] = {}
 
+    #: The keys of a loss config (``configs/loss/*.yaml``) and of its ``vgg`` entry.
+    CONFIG_KEYS = (
+        "content_layers",
+        "style_layers",
+        "content_weight",
+        "style_weight",
+        "tv_weight",
+        "vgg",
+        "normalize",
+    )
+    VGG_KEYS = ("arch", "weights", "pooling", "seed")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, device: torch.device | str | None = None) -> PerceptualLoss:
+        """The loss a config describes (``configs/loss/*.yaml``, or :meth:`config` of another loss).
+
+        Unknown keys are errors that name the key, so a typo never silently keeps a default.
+        """
+        data = dict(cfg)
+        unknown = set(data) - set(cls.CONFIG_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown key loss.{sorted(unknown)[0]}; the loss takes {sorted(cls.CONFIG_KEYS)}"
+            )
+        vgg = dict(data.pop("vgg", None) or {})
+        unknown = set(vgg) - set(cls.VGG_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown key loss.vgg.{sorted(unknown)[0]}; loss.vgg takes {sorted(cls.VGG_KEYS)}"
+            )
+        return cls(**data, vgg=vgg).to(device)
+
     # -- targets ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -186,6 +218,11 @@ class PerceptualLoss(nn.Module):
         # mean(A_l^2) per layer, the denominators of the normalised mode (clamped away from 0).
         self._style_scales = {k: v.pow(2).mean().clamp_min(1e-30) for k, v in targets.items()}
 
+    @property
+    def style_targets(self) -> dict[str, torch.Tensor]:
+        """The cached style targets ``{layer: (1, C, C)}`` (blended Gram matrices) set by :meth:`set_style`."""
+        return dict(self._style_targets)
+
     @torch.no_grad()
     def set_content(self, content: torch.Tensor | None) -> None:
         """Fix the content target (per-image optimisation); ``None`` clears it (texture synthesis)."""
@@ -195,10 +232,6 @@ class PerceptualLoss(nn.Module):
             self._content_targets = {
                 k: v.detach() for k, v in self.encoder(content, self.content_layers).items()
             }
-
-    @property
-    def has_style(self) -> bool:
-        return bool(self._style_targets)
 
     def _apply(self, fn, recurse=True):
         # Move the cached targets along with the module (.to(device), .half(), ...).

@@ -1,7 +1,14 @@
-"""Image measurements that need no VGG, shared by training (TensorBoard) and ``scripts/evaluate.py``."""
+"""Pure image measurements that need no VGG: grid pattern, colour histograms, luminance SSIM.
+
+Shared by training (TensorBoard) and ``scripts/evaluate.py``. Every function takes images in
+[0, 1] and returns plain numbers or tensors; none loads a model.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -9,6 +16,12 @@ from .color import luminance
 
 #: Period of :func:`grid_pattern`: the transformer network's two x2 stages repeat every 4 px.
 GRID_PERIOD = 4
+#: Bins per channel of the joint RGB histogram (8^3 = 512 colours): coarse enough that a few
+#: hundred thousand pixels fill it smoothly, fine enough to tell Starry Night's blues from a photo's.
+HIST_BINS = 8
+#: SSIM's Gaussian window as in Wang et al. (2004): 11x11 pixels, σ = 1.5.
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
 
 
 def grid_pattern(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
@@ -38,3 +51,49 @@ def grid_pattern(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tenso
     pattern = blocks.mean((1, 3))  # (B, period, period)
     pattern = pattern - pattern.mean((1, 2), keepdim=True)
     return (pattern.square().mean((1, 2)).sqrt() * 255).float()
+
+
+def color_histogram(image: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
+    """Joint RGB histogram of ``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1]: ``(bins**3,)``, summing to 1."""
+    x = image.detach().float().reshape(3, -1).clamp(0, 1)  # (3, H*W)
+    q = (x * bins).long().clamp_(max=bins - 1)  # per-channel bin of each pixel
+    index = (q[0] * bins + q[1]) * bins + q[2]  # (H*W,) joint bin
+    hist = torch.bincount(index.cpu(), minlength=bins**3).double()
+    return hist / hist.sum()
+
+
+def histogram_distance(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Symmetric chi-squared distance ``½ Σ (p − q)² / (p + q)`` of two normalised histograms.
+
+    0 for identical colour distributions, 1 for disjoint ones (no colour in common); unlike
+    the one-sided chi-squared it is symmetric and defined for empty bins.
+    """
+    p, q = p.double(), q.double()
+    s = p + q
+    nz = s > 0
+    return float(0.5 * ((p[nz] - q[nz]) ** 2 / s[nz]).sum())
+
+
+def ssim_luminance(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """SSIM (Wang et al. 2004) between the BT.601 luminance of two ``(1, 3, H, W)`` images in [0, 1].
+
+    scikit-image's ``structural_similarity`` with the paper's settings: an 11x11 Gaussian window
+    (σ = 1.5), population covariances, data range 1. Luminance only, because style transfer is
+    meant to change the colours: this measures how much of the photo's *structure* survives.
+    1 = identical structure; unrelated images score near 0. Images under 11 px on a side use the
+    largest odd uniform window that fits.
+    """
+    from skimage.metrics import structural_similarity  # a heavy import, needed only here
+
+    a = luminance(image.detach().float().cpu().clamp(0, 1))[0, 0].numpy().astype(np.float64)
+    b = luminance(reference.detach().float().cpu().clamp(0, 1))[0, 0].numpy().astype(np.float64)
+    side = min(a.shape)
+    if side >= SSIM_WINDOW:
+        kwargs: dict[str, Any] = {
+            "gaussian_weights": True,
+            "sigma": SSIM_SIGMA,
+            "use_sample_covariance": False,
+        }
+    else:
+        kwargs = {"win_size": max(3, side - (side + 1) % 2)}  # the largest odd window that fits, >= 3
+    return float(structural_similarity(a, b, data_range=1.0, **kwargs))

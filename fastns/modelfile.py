@@ -11,6 +11,8 @@ loading it cannot run code). Its string metadata holds:
 - ``training``: JSON summary (steps, final losses, image size, batch size, time...).
 
 ``load_model(path)`` rebuilds the network from this alone: no Hydra, no Lightning, no VGG.
+:class:`ModelInfo` is the one description of a trained network, also carried by training
+checkpoints (``load_checkpoint``, ``export_checkpoint``) and by the TorchScript/ONNX exports.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from . import __version__
-from .errors import FastnsError, ModelFileError
+from .errors import FastnsError, ModelFileError, first_line
 from .transformer import TransformerNet
 from .utils import atomic_write
+from .version import __version__
 
 FORMAT = "fastns.transformer"
 FORMAT_VERSION = 1
@@ -34,7 +38,12 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ModelInfo:
-    """What a model file says about itself."""
+    """What a model file says about itself: the network's description and where it came from.
+
+    The one description of a trained network: training checkpoints carry it as a plain dict
+    (:meth:`as_dict`, under ``"fastns"``), model files and the TorchScript/ONNX exports as string
+    metadata (:meth:`metadata`).
+    """
 
     model: dict[str, Any]
     style: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +51,19 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     fastns_version: str = __version__
     format_version: int = FORMAT_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        """The description as plain data (what a training checkpoint stores)."""
+        return {"model": self.model, "style": self.style, "loss": self.loss, "training": self.training}
+
+    def metadata(self) -> dict[str, str]:
+        """String metadata for a model file or an exported graph (JSON values)."""
+        return {
+            "format": FORMAT,
+            "format_version": str(self.format_version),
+            "fastns_version": self.fastns_version,
+            **{key: json.dumps(value) for key, value in self.as_dict().items()},
+        }
 
 
 def save_model(
@@ -53,22 +75,11 @@ def save_model(
     training: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``net`` and its description to ``path`` atomically (temporary file, then rename)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "fastns_version": __version__,
-        "model": json.dumps(net.config),
-        "style": json.dumps(style or {}),
-        "loss": json.dumps(loss or {}),
-        "training": json.dumps(training or {}),
-    }
+    info = ModelInfo(model=dict(net.config), style=style or {}, loss=loss or {}, training=training or {})
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
+        save_file(tensors, str(tmp), metadata=info.metadata())
+    return Path(path)
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:
@@ -77,8 +88,6 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
 
 
 def _open(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
-    from safetensors import safe_open
-
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -86,9 +95,8 @@ def _open(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as e:  # header parse errors, truncated files, other formats
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelFileError(
-            f"{path}: not a fastns model file (not a readable safetensors file: {reason})"
+            f"{path}: not a fastns model file (not a readable safetensors file: {first_line(e)})"
         ) from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: a safetensors file, but not a fastns model (no '{FORMAT}' metadata)")
@@ -120,24 +128,70 @@ def _open(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     return tensors, info
 
 
+def _build(path: Path, description: dict[str, Any], weights: dict[str, torch.Tensor]) -> TransformerNet:
+    """The network that ``description`` describes, with ``weights``; a mismatch is a one-line error."""
+    try:
+        net = TransformerNet(**description)
+    except (TypeError, FastnsError) as e:
+        raise ModelFileError(f"{path}: the network description in the file is not valid here ({e})") from None
+    missing, unexpected = net.state_dict().keys() - weights.keys(), weights.keys() - net.state_dict().keys()
+    if missing or unexpected:
+        what = f"missing {sorted(missing)[0]}" if missing else f"unexpected {sorted(unexpected)[0]}"
+        raise ModelFileError(f"{path}: the weights do not match the network described in the file ({what})")
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ModelFileError(
+            f"{path}: the weights do not match the network described in the file ({str(e).splitlines()[-1].strip()})"
+        ) from None
+    return net
+
+
 def load_model(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[TransformerNet, ModelInfo]:
     """Rebuild the network stored in ``path``; returns it in eval mode, with its :class:`ModelInfo`."""
     path = Path(path)
     tensors, info = _open(path)
+    return _build(path, info.model, tensors).to(device).eval(), info
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerNet, ModelInfo]:
+    """The network and description in a training checkpoint (``.ckpt`` of ``scripts/train.py``).
+
+    Read with ``torch.load(weights_only=True)``: tensors and plain data only, never code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such checkpoint file")
     try:
-        net = TransformerNet(**info.model)
-    except (TypeError, FastnsError) as e:
-        raise ModelFileError(f"{path}: the network description in the file is not valid here ({e})") from None
-    missing, unexpected = net.state_dict().keys() - tensors.keys(), tensors.keys() - net.state_dict().keys()
-    if missing or unexpected:
-        what = f"missing {sorted(missing)[0]}" if missing else f"unexpected {sorted(unexpected)[0]}"
-        raise ModelFileError(f"{path}: the weights do not match the network described in the file ({what})")
-    try:
-        net.load_state_dict(tensors)
-    except RuntimeError as e:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
         raise ModelFileError(
-            f"{path}: the weights do not match the network described in the file ({str(e).splitlines()[-1].strip()})"
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line(e)})"
         ) from None
-    return net.to(device).eval(), info
+    meta = data.get("fastns") if isinstance(data, dict) else None
+    if not meta:
+        raise ModelFileError(f"{path}: not a fastns training checkpoint (no 'fastns' entry)")
+    try:
+        weights = {k.removeprefix("net."): v for k, v in data["state_dict"].items() if k.startswith("net.")}
+        info = ModelInfo(
+            model=dict(meta["model"]),
+            style=dict(meta.get("style") or {}),
+            loss=dict(meta.get("loss") or {}),
+            training=dict(meta.get("training") or {}),
+        )
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"{path}: damaged fastns checkpoint ({first_line(e)})") from None
+    return _build(path, info.model, weights).eval(), info
+
+
+def load_any(path: str | os.PathLike) -> tuple[TransformerNet, ModelInfo]:
+    """The network in a model file (``.safetensors``) or a training checkpoint (``.ckpt``)."""
+    return load_checkpoint(path) if Path(path).suffix == ".ckpt" else load_model(path)
+
+
+def export_checkpoint(ckpt: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Turn a training checkpoint into a model file."""
+    net, info = load_checkpoint(ckpt)
+    return save_model(output, net, style=info.style, loss=info.loss, training=info.training)

@@ -14,7 +14,7 @@ from torchvision.utils import make_grid
 from .errors import FastnsError
 from .losses import PerceptualLoss
 from .metrics import grid_pattern
-from .optimize import build_loss
+from .modelfile import ModelInfo
 from .style import Style
 from .transformer import TransformerNet
 
@@ -62,10 +62,8 @@ class StyleTransferModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
-        self.net = TransformerNet(
-            **{k: v for k, v in model.items() if not k.startswith("_")}
-        )  # drop _target_
-        self.loss_fn: PerceptualLoss = build_loss(loss)
+        self.net = TransformerNet(**model)
+        self.loss_fn: PerceptualLoss = PerceptualLoss.from_config(loss)
         self.style = Style.from_config(style)
         self.style_size = self.style.longest_side(image_size, reference=image_size)
         self.loss_fn.set_style(self.style.tensors(self.style_size), self.style.blend_weights)
@@ -94,6 +92,15 @@ class StyleTransferModule(pl.LightningModule):
             "blend_weights": self.style.blend_weights,
         }
 
+    def model_info(self) -> ModelInfo:
+        """The network's description as a model file, a checkpoint and an export carry it."""
+        return ModelInfo(
+            model=dict(self.net.config),
+            style=self.style_info(),
+            loss=self.loss_fn.config(),
+            training=self.training_summary(),
+        )
+
     def training_summary(self) -> dict[str, Any]:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         return {
@@ -110,12 +117,7 @@ class StyleTransferModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None and self._nonfinite is not None:
             self._check_finite()  # never write diverged weights
-        checkpoint["fastns"] = {
-            "model": dict(self.net.config),
-            "style": self.style_info(),
-            "loss": self.loss_fn.config(),
-            "training": self.training_summary(),
-        }
+        checkpoint["fastns"] = self.model_info().as_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = {k.removeprefix("net.") for k in checkpoint.get("state_dict", {}) if k.startswith("net.")}
@@ -242,10 +244,10 @@ class StyleTransferModule(pl.LightningModule):
         """Whether ``training_step`` hands its scalars to ``self.log`` this step.
 
         Lightning writes step scalars only every ``log_every_n_steps`` steps, yet each ``self.log``
-        call costs host time at every step (11 calls; ~0.9 ms a call under cProfile, a few ms a step
-        on a tiny network: benchmarks/bench_train_host.py). On a GPU that is time the host does not spend queueing the
+        call costs host time at every step (11 calls a step; benchmarks/bench_train_host.py measures it). On a GPU that is time the host does not spend queueing the
         next step, so only the steps Lightning writes are logged (the progress bar refreshes on those
-        too). On a CPU a step takes 0.1-2 s: every step is logged and the bar stays live.
+        too). On a CPU, where a step takes far longer than its logging, every step is logged and the bar
+        stays live.
         """
         if not self._queues_steps() or self._trainer is None:
             return True

@@ -204,33 +204,6 @@ def optimize_image(
 # -- config-driven task ---------------------------------------------------------------------
 
 
-def build_loss(cfg_loss: DictConfig | dict, device: torch.device | str | None = None) -> PerceptualLoss:
-    """The :class:`PerceptualLoss` described by a ``loss`` config (``configs/loss/*.yaml``)."""
-    data = (
-        OmegaConf.to_container(cfg_loss, resolve=True) if isinstance(cfg_loss, DictConfig) else dict(cfg_loss)
-    )
-    data.pop("_target_", None)
-    known = {
-        "content_layers",
-        "style_layers",
-        "content_weight",
-        "style_weight",
-        "tv_weight",
-        "vgg",
-        "normalize",
-    }
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"unknown key loss.{sorted(unknown)[0]}; the loss takes {sorted(known)}")
-    vgg = dict(data.pop("vgg", {}) or {})
-    vgg_known = {"arch", "weights", "pooling", "seed"}
-    if set(vgg) - vgg_known:
-        raise ConfigError(
-            f"unknown key loss.vgg.{sorted(set(vgg) - vgg_known)[0]}; loss.vgg takes {sorted(vgg_known)}"
-        )
-    return PerceptualLoss(**data, vgg=vgg).to(device)
-
-
 def _schedule(cfg: DictConfig) -> tuple[list[int], list[int]]:
     """Output sizes (longest side) of the coarse-to-fine stages and iterations for each."""
     size = int(cfg.image_size)
@@ -273,13 +246,15 @@ def run(cfg: DictConfig) -> Path:
     )
     scales, iterations = _schedule(cfg)
     save_every = int(cfg.save_every or 0)
+    if cfg.preserve_color and content_path is None:
+        raise ConfigError("preserve_color=true needs a content image (it keeps the content's colours)")
 
     # Load everything before the long part, so a bad file fails in the first second.
     content = load_image(content_path, size=scales[-1], device=device) if content_path is not None else None
     style = Style.from_config(cfg.style)
     if init_is_path:
         load_image(cfg.init)  # validate the init file early
-    loss_fn = build_loss(cfg.loss, device)
+    loss_fn = PerceptualLoss.from_config(OmegaConf.to_container(cfg.loss, resolve=True), device)
     opt_cfg = cfg.optimizer
     log.info(
         "%s: style %s, %s (weights: %s), device %s",
@@ -335,8 +310,6 @@ def run(cfg: DictConfig) -> Path:
         )
 
     if cfg.preserve_color:
-        if content is None:
-            raise ConfigError("preserve_color=true needs a content image (it keeps the content's colours)")
         image = _preserve_color(content, image)
     save_image(image, output)
     log.info("wrote %s", output)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from . import hub
 from .errors import ConfigError
-from .image import fit_longest, open_image, pil_to_tensor
+from .image import open_image, pil_to_tensor, resize_pil
 from .utils import as_list
 
 
@@ -92,8 +92,8 @@ class Style:
         """The style images as ``(1, 3, H, W)`` tensors in [0, 1], longest side ``longest``."""
         out = []
         for im in self.images:
-            if longest is not None and max(im.size) != longest:
-                im = im.resize(fit_longest(*im.size, longest), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            if longest is not None:
+                im = resize_pil(im, longest)
             out.append(pil_to_tensor(im).to(device))
         return out
 

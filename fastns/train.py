@@ -28,10 +28,9 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from .data import ContentDataModule
-from .errors import ConfigError, FastnsError, ModelFileError
+from .errors import ConfigError
 from .modelfile import save_model
 from .module import StyleTransferModule
-from .transformer import TransformerNet
 from .utils import native_bf16
 
 log = logging.getLogger(__name__)
@@ -126,8 +125,7 @@ def resolve_precision(precision: Any, accelerator: Any) -> str:
     """``trainer.precision=auto``: ``bf16-mixed`` where bfloat16 is native, else ``32-true``.
 
     Native means a CUDA GPU of compute capability 8.0+ (A100, H100, RTX 30xx and newer) or a CPU with
-    AMX. There the step is 1.2x (H100) to 2.2x (2-core AMX CPU) faster at the same losses
-    (benchmarks/README.md); the Gram matrices and loss sums stay fp32 under autocast. Any other value
+    AMX. There the step is faster at the same losses (benchmarks/README.md measures it); the Gram matrices and loss sums stay fp32 under autocast. Any other value
     is passed to Lightning unchanged.
     """
     if str(precision) != "auto":
@@ -206,20 +204,27 @@ def build(
     return trainer, module, datamodule, stopper
 
 
-# Lightning warnings that do not apply here: the loss's VGG is meant to stay in eval mode, and
-# small datasets (the quickstart) have fewer batches per epoch than the logging interval.
-for _msg in (
+#: Lightning warnings that do not apply here: the loss's VGG is meant to stay in eval mode, small
+#: datasets (the quickstart) have fewer batches per epoch than the logging interval, and the rest are
+#: about Lightning's internals. Silenced while ``train`` runs, not at import.
+IGNORED_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode",
     r"The number of training batches .* logging interval",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You have overridden `on_before_batch_transfer` in `LightningModule`",
     r"Precision bf16-mixed is not supported by the model summary",
-):
-    warnings.filterwarnings("ignore", message=_msg)
+)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a style network as configured; returns a summary (steps, losses, paths)."""
+    with warnings.catch_warnings():
+        for message in IGNORED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -246,38 +251,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["interrupted"] = True
         return summary
     if trainer.is_global_zero:
+        info = module.model_info()
         model_path = save_model(
             run_dir / "model.safetensors",
             module.net.cpu(),
-            style=module.style_info(),
-            loss=module.loss_fn.config(),
+            style=info.style,
+            loss=info.loss,
             training=summary,
         )
         summary["model"] = str(model_path)
         log.info("wrote %s (%d steps)", model_path, summary["steps"])
     return summary
-
-
-def export_checkpoint(ckpt: str | Path, output: str | Path) -> Path:
-    """Turn a Lightning checkpoint of this project into a ``model.safetensors`` file."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise ModelFileError(f"{ckpt}: no such checkpoint file")
-    try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelFileError(
-            f"{ckpt}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from None
-    meta = data.get("fastns") if isinstance(data, dict) else None
-    if not meta:
-        raise ModelFileError(f"{ckpt}: not a fastns training checkpoint (no 'fastns' entry)")
-    try:
-        net = TransformerNet(**meta["model"])
-        weights = {k.removeprefix("net."): v for k, v in data["state_dict"].items() if k.startswith("net.")}
-        net.load_state_dict(weights)
-    except (KeyError, RuntimeError, TypeError, FastnsError) as e:
-        raise ModelFileError(f"{ckpt}: damaged fastns checkpoint ({str(e).splitlines()[0]})") from None
-    return save_model(
-        output, net, style=meta.get("style"), loss=meta.get("loss"), training=meta.get("training")
-    )

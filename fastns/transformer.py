@@ -24,6 +24,11 @@ Departures from the paper, each for a reason:
   is the same function up to the input's scale.
 - **Any input size** (from 8 px): inputs whose sides are not multiples of 4 are reflection-padded
   up to one and the output is cropped back, so odd sizes work.
+
+The output is computed in one place, :meth:`TransformerNet.forward` (optionally with a reflection
+``border`` around the image, which is how the stylizer and the exports run it); tiled inference
+calls the same pieces (:func:`pad_image`, ``encoder``, ``residuals``, ``decoder``,
+:meth:`TransformerNet.head`) stage by stage.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from .errors import ConfigError
 
 NORMS = ("instance", "batch")
 UPSAMPLES = ("nearest", "bilinear", "transpose")
+#: Reflection padding around an image at inference, px (``fastns.stylize`` explains why). A multiple
+#: of 4, so the network's two stride-2 stages see the image on the same grid as without it.
+DEFAULT_BORDER = 32
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -146,10 +154,59 @@ class TransformerNet(nn.Module):
             ConvLayer(c1, 3, 9, norm=None, relu=False),  # c9s1-3
         )
 
+    def forward(self, images: torch.Tensor, border: int = 0) -> torch.Tensor:
+        """Stylise ``images`` (B, 3, H, W) in [0, 1]; returns the same shape in [0, 1].
+
+        Args:
+            images: the content images.
+            border: reflection padding added around the image before the network and cropped off
+                after it (0 in training; :data:`DEFAULT_BORDER` at inference).
+        """
+        h, w = images.shape[-2], images.shape[-1]
+        x, b = pad_image(images, border)
+        y = self.decoder(self.residuals(self.encoder(x)))  # raw scores, (B, 3, H', W')
+        return self.head(y[..., b : b + h, b : b + w])
+
+    def head(self, scores: torch.Tensor) -> torch.Tensor:
+        """The output nonlinearity: raw decoder scores -> images in [0, 1]."""
+        return torch.sigmoid(scores)
+
+
+def padding(h: int, w: int, border: int) -> tuple[int, int, int]:
+    """Reflection padding for an h x w image: the border on every side (reduced for tiny images, since
+    reflection needs padding < size) and the extra bottom/right padding up to a multiple of 4."""
+    b = max(0, min(border, h - 1, w - 1))
+    return b, (-(h + 2 * b)) % 4, (-(w + 2 * b)) % 4
+
+
+def pad_image(images: torch.Tensor, border: int) -> tuple[torch.Tensor, int]:
+    """Reflection-pad by the border, then bottom/right up to a multiple of 4; returns the image and the border.
+
+    The network's two stride-2 stages need sides that are multiples of 4 for the output to be
+    exactly the input size. Two steps (not one pad): InstanceNorm statistics include the padding,
+    so inference with a border gives exactly ``net(F.pad(x, border, mode="reflect"))`` cropped.
+    No branch on the sizes, so that exported graphs keep dynamic sizes.
+    """
+    b, ph, pw = padding(images.shape[-2], images.shape[-1], border)
+    x = F.pad(images, (b, b, b, b), mode="reflect")
+    return F.pad(x, (0, pw, 0, ph), mode="reflect"), b
+
+
+class PaddedNet(nn.Module):
+    """A network with its inference border built in: ``forward(images) == net(images, border)``.
+
+    What the stylizer runs and what ``fastns.export`` writes to TorchScript and ONNX, whose graphs
+    take one input.
+
+    Args:
+        net: a :class:`TransformerNet` (or its inference copy, see ``fastns.stylize.inference``).
+        border: reflection padding in px; reduced to ``min(H, W) - 1`` for tiny inputs.
+    """
+
+    def __init__(self, net: TransformerNet, border: int = DEFAULT_BORDER) -> None:
+        super().__init__()
+        self.net = net
+        self.border = int(border)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        # Two stride-2 stages: pad to a multiple of 4 so that the output is exactly the input size.
-        ph, pw = (-h) % 4, (-w) % 4
-        x = F.pad(images, (0, pw, 0, ph), mode="reflect") if ph or pw else images
-        y = self.decoder(self.residuals(self.encoder(x)))
-        return torch.sigmoid(y[..., :h, :w])  # (B, 3, H, W) in [0, 1]
+        return self.net(images, self.border)

@@ -1,4 +1,4 @@
-"""Small helpers shared by the tasks: device choice, config coercion."""
+"""Small helpers below every other module: device choice and bf16 capability, atomic file writes, list coercion."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from .errors import ConfigError
 
 
-def resolve_device(name: str | None = "auto", key: str = "device") -> torch.device:
+def resolve_device(name: str | None = "auto") -> torch.device:
     """``auto`` picks cuda > mps > cpu; an explicit device that is not available is an error."""
     name = (name or "auto").lower()
     if name == "auto":
@@ -26,22 +26,22 @@ def resolve_device(name: str | None = "auto", key: str = "device") -> torch.devi
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"{key}={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={name} but no CUDA GPU is available; use {key}=cpu or {key}=auto")
+        raise ConfigError(f"device={name} but no CUDA GPU is available; use device=cpu or device=auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"{key}={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise ConfigError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device.type == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
-        raise ConfigError(f"{key}={name} but MPS is not available on this machine")
+        raise ConfigError(f"device={name} but MPS is not available on this machine")
     return device
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): native bf16 matrix units.
 
-    oneDNN runs bf16 convolutions on them about 2x faster than fp32; on other CPUs bf16 is
+    oneDNN runs bf16 convolutions on them faster than fp32 (benchmarks/README_stylize.md); on other CPUs bf16 is
     emulated and slower than fp32.
     """
     try:

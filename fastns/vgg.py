@@ -14,12 +14,13 @@ Weight sources (``weights=``):
 - a path to a ``.pth``/``.pt``/``.safetensors`` state dict in torchvision's key layout, either of
   the whole model (``features.0.weight`` ..., the classifier is ignored) or of ``features`` only
   (``0.weight`` ...). Use this offline.
+
+Errors name the setting as configs and model files spell it, ``loss.vgg.weights``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights, VGG19_Weights
 from torchvision.models.vgg import cfgs as _vgg_cfgs
 
-from .errors import ConfigError, FastnsError
+from .errors import ConfigError, FastnsError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +39,6 @@ _ARCHS = {
     "vgg16": (_vgg_cfgs["D"], VGG16_Weights.IMAGENET1K_V1),
     "vgg19": (_vgg_cfgs["E"], VGG19_Weights.IMAGENET1K_V1),
 }
-_LAYER_NAME = re.compile(r"^(conv|relu)([1-5])_([1-4])$|^pool([1-5])$")
 
 
 def layer_names(arch: str) -> list[str]:
@@ -93,9 +93,9 @@ def _init_random(features: nn.Sequential, seed: int) -> None:
                 m.bias.zero_()
 
 
-def _read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
-        raise FastnsError(f"{key}={path}: no such file")
+        raise FastnsError(f"loss.vgg.weights={path}: no such file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -105,12 +105,12 @@ def _read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file: pickle error, zip error, foreign format
         raise FastnsError(
-            f"{key}={path}: not a readable PyTorch state dict ({type(e).__name__}: {e})".splitlines()[0]
+            f"loss.vgg.weights={path}: not a readable PyTorch state dict ({type(e).__name__}: {first_line(e)})"
         ) from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise FastnsError(f"{key}={path}: not a state dict of tensors")
+        raise FastnsError(f"loss.vgg.weights={path}: not a state dict of tensors")
     out = {}
     for k, v in sd.items():
         if k.startswith("classifier."):
@@ -125,7 +125,7 @@ def _guess_arch(sd: dict[str, torch.Tensor]) -> str | None:
     return {28: "vgg16", 34: "vgg19"}.get(convs[-1]) if convs else None
 
 
-def _load_weights(features: nn.Sequential, arch: str, weights: str, seed: int, key: str) -> None:
+def _load_weights(features: nn.Sequential, arch: str, weights: str, seed: int) -> None:
     if weights == "random":
         _init_random(features, seed)
         return
@@ -134,15 +134,14 @@ def _load_weights(features: nn.Sequential, arch: str, weights: str, seed: int, k
         try:
             sd = enum.get_state_dict(progress=True, check_hash=True)
         except Exception as e:  # offline, proxy, HTTP error, corrupt cache, hash mismatch
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise FastnsError(
-                f"could not download torchvision's ImageNet {arch.upper()} weights ({reason}); "
-                f"pass a local state dict with {key}=/path/to/{arch}.pth"
+                f"could not download torchvision's ImageNet {arch.upper()} weights ({first_line(e)}); "
+                f"pass a local state dict with loss.vgg.weights=/path/to/{arch}.pth"
             ) from None
         sd = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")}
     else:
         path = Path(os.path.expanduser(weights))
-        sd = _read_state_dict(path, key)
+        sd = _read_state_dict(path)
     own = features.state_dict()
     missing = [k for k in own if k not in sd]
     wrong = [k for k in own if k in sd and sd[k].shape != own[k].shape]
@@ -154,7 +153,7 @@ def _load_weights(features: nn.Sequential, arch: str, weights: str, seed: int, k
             if missing
             else f"features.{wrong[0]} has shape {tuple(sd[wrong[0]].shape)}"
         )
-        raise FastnsError(f"{key}={weights}: not a torchvision {arch} state dict, {what}{hint}")
+        raise FastnsError(f"loss.vgg.weights={weights}: not a torchvision {arch} state dict, {what}{hint}")
     features.load_state_dict({k: sd[k].float() for k in own})
 
 
@@ -167,7 +166,6 @@ class VGGFeatures(nn.Module):
         weights: ``"imagenet"``, ``"random"`` or a path to a state dict (see module docstring).
         pooling: ``"max"`` (torchvision) or ``"avg"`` (Gatys et al. 2016's suggestion).
         seed: seed for ``weights="random"``.
-        weights_key: the config key named in error messages about weights.
     """
 
     def __init__(
@@ -177,7 +175,6 @@ class VGGFeatures(nn.Module):
         weights: str = "imagenet",
         pooling: str = "max",
         seed: int = 0,
-        weights_key: str = "loss.vgg.weights",
     ) -> None:
         super().__init__()
         names = layer_names(arch)
@@ -195,7 +192,7 @@ class VGGFeatures(nn.Module):
         # Any layer up to the deepest configured one can be asked for at call time.
         self._index = {name: i for i, name in enumerate(names[:depth])}
         self.features = _build_features(arch, depth, pooling)
-        _load_weights(self.features, arch, str(weights), seed, weights_key)
+        _load_weights(self.features, arch, str(weights), seed)
         # An in-place ReLU would overwrite a requested conv output; keep those out of place.
         for name in self.layers:
             i = self._index[name]

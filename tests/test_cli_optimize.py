@@ -26,6 +26,7 @@ def run_script(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
     return run_any_script(SCRIPT, args, monkeypatch, capsys)
 
 
+@pytest.mark.integration
 def test_cli_style_transfer_64px(monkeypatch, capsys, tmp_path, photo, style_file):
     out = tmp_path / "result" / "out.jpg"
     code, stdout, err = run_script(
@@ -52,6 +53,7 @@ def test_cli_style_transfer_64px(monkeypatch, capsys, tmp_path, photo, style_fil
     ]  # no Hydra litter
 
 
+@pytest.mark.integration
 def test_cli_texture_synthesis(monkeypatch, capsys, tmp_path, style_file):
     out = tmp_path / "texture.png"
     code, _, err = run_script(
@@ -63,6 +65,7 @@ def test_cli_texture_synthesis(monkeypatch, capsys, tmp_path, style_file):
     assert Image.open(out).size == (40, 40)
 
 
+@pytest.mark.integration
 def test_run_multiscale_preserve_color_and_init_path(tmp_path, photo, style_file):
     init = make_photo(tmp_path / "init.png", size=(20, 20), seed=5)
     cfg = compose(
@@ -97,6 +100,7 @@ def test_run_multiscale_preserve_color_and_init_path(tmp_path, photo, style_file
         ("bad_extension", "unknown image extension"),
     ],
 )
+@pytest.mark.integration
 def test_cli_bad_input_is_one_line_and_writes_nothing(
     monkeypatch, capsys, tmp_path, photo, style_file, case, expect
 ):
@@ -133,6 +137,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     assert not list(tmp_path.glob(".*.part"))
 
 
+@pytest.mark.integration
 def test_cli_unknown_config_key_is_rejected(monkeypatch, capsys, tmp_path, photo):
     code, _, err = run_script(
         monkeypatch, capsys, [f"content={photo}", "iteratons=5", f"output={tmp_path / 'o.png'}"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastns.data import ContentDataModule, ContentImages, find_images, resolve_root
+from fastns.data import ContentDataModule, ContentImages, dataset_images, resolve_root
 from fastns.errors import ConfigError
 
 from .conftest import make_photo
@@ -25,12 +25,12 @@ def photo_dir(tmp_path):
 
 
 def test_finds_images_recursively(photo_dir):
-    files = find_images(photo_dir)
+    files = dataset_images(photo_dir)
     assert len(files) == 6 and all(f.suffix in (".jpg", ".png", ".webp") for f in files)
 
 
 def test_crops_are_square_in_range_and_random_for_training(photo_dir):
-    files = find_images(photo_dir)
+    files = dataset_images(photo_dir)
     train, val = ContentImages(files, 32, train=True), ContentImages(files, 32, train=False)
     item = train[0]
     assert item["image"].shape == (3, 32, 32) and item["skipped"] == 0
@@ -43,7 +43,7 @@ def test_crops_are_square_in_range_and_random_for_training(photo_dir):
 def test_corrupt_file_is_skipped_and_counted(photo_dir, caplog):
     bad = photo_dir / "a_corrupt.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    files = find_images(photo_dir)
+    files = dataset_images(photo_dir)
     assert files[0] == bad
     ds = ContentImages(files, 24, train=False)
     item = ds[0]
@@ -63,9 +63,9 @@ def test_datamodule_holds_out_fixed_validation_images(photo_dir):
 def test_empty_and_missing_folders_are_one_line_errors(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"data.root=.*empty: no images"):
-        find_images(tmp_path / "empty")
+        dataset_images(tmp_path / "empty")
     with pytest.raises(ConfigError, match=r"no such folder.*train2014"):
-        find_images(tmp_path / "missing")
+        dataset_images(tmp_path / "missing")
     monkeypatch.delenv("FASTNS_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -238,6 +238,7 @@ def _finite(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
+@pytest.mark.integration
 def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_file, photos):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "report"
@@ -259,7 +260,7 @@ def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_fi
         assert set(loss) == TERMS and all(_finite(v) and v >= 0 for v in loss.values())
         assert loss["total"] == pytest.approx(loss["content"] + loss["style"] + loss["tv"], rel=1e-5)
         assert -1 <= r["network"]["ssim"] <= 1 and 0 <= r["network"]["color_distance"] <= 1
-        assert r["network"]["grid"] >= 0 and r["content"]["grid"] >= 0
+        assert 0 < r["network"]["grid"] < 255 and 0 < r["content"]["grid"] < 255  # in 1/255 units
         assert r["speed"]["network_seconds"] > 0
         for init in ("noise", "content"):
             g = r["gatys"][init]
@@ -295,6 +296,7 @@ def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_fi
     assert Image.open(out / "loss_curves.png").format == "PNG"
 
 
+@pytest.mark.integration
 def test_rerun_gives_the_same_numbers_and_can_write_into_the_images_folder(tmp_path, model_file, photos):
     # The report goes into the photo folder itself: its pictures must not be evaluated next time.
     cfg = compose_evaluate([f"model={model_file}", f"images={photos}", f"output={photos}", *FAST])
@@ -336,6 +338,7 @@ def test_rerun_gives_the_same_numbers_and_can_write_into_the_images_folder(tmp_p
         ("bad_vgg_weights", "loss.vgg.weights="),
     ],
 )
+@pytest.mark.integration
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     monkeypatch, capsys, tmp_path, model_file, photos, tiny_loss_cfg, case, expect
 ):

@@ -41,6 +41,7 @@ def images() -> list[torch.Tensor]:
     return [torch.rand(1, 3, 61, 47, generator=gen), torch.rand(2, 3, 40, 72, generator=gen)]
 
 
+@pytest.mark.integration
 def test_torchscript_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, any_model_file):
     model_file = any_model_file
     out = tmp_path / "tiny.pt"
@@ -61,6 +62,7 @@ def test_torchscript_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_p
             assert (module(x) - stylizer(x)).abs().max() <= 1e-3
 
 
+@pytest.mark.integration
 def test_onnx_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, any_model_file):
     model_file = any_model_file
     onnx = pytest.importorskip("onnx")
@@ -80,6 +82,7 @@ def test_onnx_matches_the_stylizer_at_any_size(monkeypatch, capsys, tmp_path, an
         assert y.shape == x.shape and (torch.from_numpy(y) - stylizer(x)).abs().max() <= 1e-3
 
 
+@pytest.mark.integration
 def test_export_from_a_training_checkpoint(monkeypatch, capsys, tmp_path):
     pytest.importorskip("onnx")
     net = tiny_net(seed=3)
@@ -105,6 +108,7 @@ def test_export_from_a_training_checkpoint(monkeypatch, capsys, tmp_path):
         assert (module(x) - Stylizer(net, device="cpu", precision="fp32")(x)).abs().max() <= 1e-3
 
 
+@pytest.mark.integration
 def test_export_errors_are_one_line_and_write_nothing(monkeypatch, capsys, tmp_path, model_file, photo):
     def fails(args: list[str], message: str) -> None:
         code, _, err = run_script(monkeypatch, capsys, args)

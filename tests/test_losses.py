@@ -122,10 +122,10 @@ def test_blend_weights_blend_gram_targets():
     ga, gb = loss.style_grams(a), loss.style_grams(b)
     loss.set_style([a, b], blend_weights=[3, 1])  # normalised to 0.75 / 0.25
     for name in ga:
-        assert torch.allclose(loss._style_targets[name], 0.75 * ga[name] + 0.25 * gb[name], atol=1e-6)
+        assert torch.allclose(loss.style_targets[name], 0.75 * ga[name] + 0.25 * gb[name], atol=1e-6)
     loss.set_style([a, b], blend_weights=[1, 0])
     for name in ga:
-        assert torch.allclose(loss._style_targets[name], ga[name])
+        assert torch.allclose(loss.style_targets[name], ga[name])
     with pytest.raises(Exception, match="blend_weights"):
         loss.set_style([a, b], blend_weights=[1])
 

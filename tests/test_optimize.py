@@ -9,12 +9,13 @@ import torch
 
 from fastns.color import preserve_color, rgb_to_yuv
 from fastns.image import load_image
-from fastns.optimize import build_loss, optimize_image, white_noise
+from fastns.losses import PerceptualLoss
+from fastns.optimize import optimize_image, white_noise
 
 
 @pytest.fixture
 def loss(tiny_loss_cfg, style_file):
-    loss = build_loss(tiny_loss_cfg)
+    loss = PerceptualLoss.from_config(tiny_loss_cfg)
     loss.set_style(load_image(style_file))
     return loss
 
@@ -59,7 +60,7 @@ def test_callback_sees_every_iteration(loss):
 
 def test_line_search_survives_a_loss_dominated_by_style(tiny_loss_cfg, style_file, photo):
     """A huge style weight makes unit L-BFGS steps overflow; the line search must cope."""
-    loss = build_loss({**tiny_loss_cfg, "style_weight": 1e12})
+    loss = PerceptualLoss.from_config({**tiny_loss_cfg, "style_weight": 1e12})
     loss.set_style(load_image(style_file))
     content = load_image(photo)
     loss.set_content(content)

@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fastns import stylize as stylize_mod
-from fastns.color import rgb_to_yuv
+from fastns.color import rgb_to_yuv, rgb_to_yuv420p
 from fastns.errors import ConfigError, ModelFileError
 from fastns.image import load_image
 from fastns.modelfile import save_model
-from fastns.stylize import Stylizer, rgb_to_yuv420p, run_webcam, stylize_video
+from fastns.stylize import Stylizer, inference, run_webcam, stylize_video
 from fastns.transformer import TransformerNet
 
 from .conftest import ROOT, make_photo
@@ -127,7 +126,7 @@ def test_tiled_output_matches_untiled(tmp_path, kind):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch):
-    monkeypatch.setattr(stylize_mod, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(inference, "cpu_has_amx", lambda: True)
     net = tiny_net()
     fast = Stylizer(net, device="cpu")
     assert fast.dtype == torch.bfloat16
@@ -137,7 +136,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch):
     out = fast(x)
     assert out.dtype == torch.float32  # the boundary stays float32 in [0, 1]
     assert (out - exact(x)).abs().max() < 8 / 255  # bf16 keeps 8 bits: a few levels at most
-    monkeypatch.setattr(stylize_mod, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(inference, "cpu_has_amx", lambda: False)
     assert Stylizer(net, device="cpu").dtype == torch.float32  # emulated bf16 would be slower
 
 
@@ -187,6 +186,7 @@ def test_bad_controls_and_model_files_are_user_errors(stylizer, tmp_path, photo)
         Stylizer.load(tmp_path / "other.safetensors")
 
 
+@pytest.mark.integration
 def test_library_api_stays_light(model_file, photo):
     """``import fastns`` does not load the stylizer, and using it needs no Hydra or Lightning."""
     code = (
@@ -206,6 +206,7 @@ def test_library_api_stays_light(model_file, photo):
 # -- scripts/stylize.py: images and folders --------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_cli_image_default_output_format_and_exif(monkeypatch, capsys, tmp_path, model_file):
     src = tmp_path / "portrait.jpg"
     make_photo(src, size=(60, 40))
@@ -228,6 +229,7 @@ def test_cli_image_default_output_format_and_exif(monkeypatch, capsys, tmp_path,
     assert Image.open(tmp_path / "o.png").format == "PNG" and Image.open(tmp_path / "o.png").size == (20, 30)
 
 
+@pytest.mark.integration
 def test_cli_refuses_to_overwrite_inputs_and_bad_models(monkeypatch, capsys, tmp_path, model_file, photo):
     before = photo.read_bytes()
     code, _, err = run_script(
@@ -251,6 +253,7 @@ def test_cli_refuses_to_overwrite_inputs_and_bad_models(monkeypatch, capsys, tmp
     assert code == 2 and "is the input folder" in err
 
 
+@pytest.mark.integration
 def test_cli_folder_recursive_skips_bad_files_and_ignores_its_own_output(
     monkeypatch, capsys, tmp_path, model_file
 ):
@@ -345,6 +348,7 @@ def probe(path: Path) -> dict:
     return info
 
 
+@pytest.mark.integration
 def test_cli_video_keeps_frame_rate_timing_and_audio(monkeypatch, capsys, tmp_path, model_file):
     clip = make_video(tmp_path / "clip.mp4")
     code, out, err = run_script(monkeypatch, capsys, [f"model={model_file}", f"input={clip}"])
@@ -379,6 +383,7 @@ def test_yuv420p_conversion_matches_ffmpeg(tmp_path):
     assert diff[48:].mean() < 1.5  # chroma: 2x2 average vs swscale's filter, differs at sharp edges only
 
 
+@pytest.mark.integration
 def test_video_interrupted_leaves_no_file(tmp_path, stylizer, monkeypatch):
     clip = make_video(tmp_path / "clip.mp4", audio=None)
     calls = []
@@ -398,6 +403,7 @@ def test_video_interrupted_leaves_no_file(tmp_path, stylizer, monkeypatch):
     assert threading.active_count() == threads  # decoder and encoder threads ended
 
 
+@pytest.mark.integration
 def test_cli_video_errors(monkeypatch, capsys, tmp_path, model_file):
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video")
@@ -456,6 +462,7 @@ def fake_cv2(frames: int, opened: bool = True) -> types.ModuleType:
     return cv2
 
 
+@pytest.mark.integration
 def test_webcam_loop_shows_stylised_frames_with_fps(stylizer, monkeypatch):
     cv2 = fake_cv2(frames=1000)
     monkeypatch.setitem(sys.modules, "cv2", cv2)
@@ -466,6 +473,7 @@ def test_webcam_loop_shows_stylised_frames_with_fps(stylizer, monkeypatch):
     assert run_webcam(stylizer, 0) == 0  # a camera that stops delivering ends the loop
 
 
+@pytest.mark.integration
 def test_webcam_plays_a_video_file_at_its_frame_rate(stylizer, monkeypatch, tmp_path):
     # camera=<file>: read like a live camera at the file's 50 fps, not as fast as the disk allows.
     clip = tmp_path / "clip.mp4"
@@ -478,6 +486,7 @@ def test_webcam_plays_a_video_file_at_its_frame_rate(stylizer, monkeypatch, tmp_
     assert cv2.sources == [str(clip)] and 1 <= shown <= 10
 
 
+@pytest.mark.integration
 def test_cli_webcam_errors(monkeypatch, capsys, model_file):
     monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
     code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", "input=webcam"])
@@ -496,9 +505,9 @@ def test_cli_webcam_errors(monkeypatch, capsys, model_file):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_channels_last_statistics_match_var_mean(monkeypatch, dtype):
     # Slices of 7 rows: several slices and a ragged last one on a 9 x 11 image.
-    monkeypatch.setattr(stylize_mod, "_STATS_ROWS", 7)
+    monkeypatch.setattr(inference, "_STATS_ROWS", 7)
     x = (torch.randn(2, 5, 9, 11) * 3 + 2).to(dtype).contiguous(memory_format=torch.channels_last)
-    mean, var = stylize_mod._channels_last_stats(x)
+    mean, var = inference.channels_last_stats(x)
     ref_var, ref_mean = torch.var_mean(x.double(), dim=(2, 3), correction=0)
     assert mean.dtype == var.dtype == torch.float32
     assert torch.allclose(mean.double(), ref_mean, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,275 @@
+"""The evaluation task behind ``scripts/evaluate.py``: a config in, a report folder out.
+
+:func:`run` checks every setting and input, evaluates each photo (:mod:`.measure`), and writes
+``metrics.json``, ``report.md`` (:mod:`.report`), ``contact_sheet.png`` and ``loss_curves.png``
+(:mod:`.figures`) to the output folder, each atomically. The package docstring explains what is
+measured and where it departs from the paper.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import platform
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, ImageError
+from ..hub import sha256_file
+from ..image import load_image
+from ..metrics import GRID_PERIOD, HIST_BINS, SSIM_SIGMA, color_histogram
+from ..stylize import Stylizer
+from ..utils import as_list, atomic_write, resolve_device
+from ..version import __version__
+from .figures import write_contact_sheet, write_loss_curves
+from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, REPORT_FILES, SHEET_FILE
+from .gatys import GATYS_INITS, START_NAMES
+from .inputs import (
+    _positive_ints,
+    build_model_loss,
+    find_photos,
+    load_model_for_evaluation,
+    load_style,
+    loss_settings,
+)
+from .measure import aggregate, evaluate_image
+from .report import format_iterations, render_report, summary_lines
+
+log = logging.getLogger(__name__)
+
+#: Smallest side of a photo at ``image_size``: the VGG's relu4_x layers need 8 px (three poolings).
+MIN_SIDE = 8
+#: Format version of metrics.json, bumped on incompatible changes.
+METRICS_VERSION = 1
+
+
+def _versions(device: torch.device) -> dict[str, Any]:
+    """The software and hardware this run measured on (timings depend on both)."""
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = platform.processor() or platform.machine()
+    return {
+        "fastns": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "hardware": hardware,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _command() -> str | None:
+    """The command line that produced this run (Hydra's overrides), or None outside Hydra."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # not under @hydra.main (called from Python)
+        return None
+    return " ".join(["python scripts/evaluate.py", *(shlex.quote(o) for o in overrides)])
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain JSON: non-finite floats become null (``json`` would write NaN, which is not JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def run(cfg: DictConfig) -> Path:
+    """Evaluate ``cfg.model`` on ``cfg.images`` and write the report folder ``cfg.output``.
+
+    See ``configs/tools/evaluate.yaml`` for the keys. Every input is checked and every photo
+    loaded before the long part, so a bad file fails in the first seconds and nothing is written.
+    Returns the report folder.
+    """
+    if cfg.get("model") is None:
+        raise ConfigError("missing required setting model: pass model=path/to/model.safetensors")
+    if cfg.get("images") is None:
+        raise ConfigError("missing required setting images: pass images=folder/, a file or a glob")
+    output = Path(str(cfg.output or "report"))
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output={output} is a file; the report needs a folder (e.g. output=report/)")
+    image_size = int(cfg.image_size)
+    if image_size < MIN_SIDE:
+        raise ConfigError(f"image_size={image_size} must be at least {MIN_SIDE} px")
+    budget = int(cfg.gatys_iterations)
+    if budget < 1:
+        raise ConfigError(f"gatys_iterations={budget} must be >= 1")
+    inits = [str(i) for i in as_list(cfg.gatys_init)]
+    bad = [i for i in inits if i not in GATYS_INITS]
+    if not inits or bad or len(set(inits)) != len(inits):
+        raise ConfigError(f"gatys_init={inits} must list one or both of {list(GATYS_INITS)}")
+    speed_iterations = _positive_ints(cfg.speed_iterations, "speed_iterations")
+    requested_sheet = _positive_ints(cfg.sheet_iterations, "sheet_iterations")
+    # Iteration counts beyond the budget show the last image, labelled with its real count.
+    sheet_iterations = sorted({min(n, budget) for n in requested_sheet})
+    timing_runs = int(cfg.timing_runs)
+    if timing_runs < 1:
+        raise ConfigError(f"timing_runs={timing_runs} must be >= 1")
+    seed = int(cfg.seed)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(seed)
+
+    # Inputs, cheapest first, all before the long part.
+    model_path = Path(str(cfg.model))
+    net, info = load_model_for_evaluation(model_path)
+    photos = find_photos(cfg.images, output, cfg.get("max_images"))
+    contents = []
+    for p in photos:
+        # (1, 3, H, W), longest side image_size; kept on the CPU until its turn (many photos, small GPU)
+        img = load_image(p, size=image_size)
+        if min(img.shape[-2:]) < MIN_SIDE:
+            raise ImageError(
+                f"{p}: {img.shape[-1]}x{img.shape[-2]} px at image_size={image_size} is too small "
+                f"(the loss needs {MIN_SIDE} px on each side); raise image_size or leave it out"
+            )
+        contents.append(img)
+    style = load_style(cfg.style, info, model_path)
+    loss_cfg = (
+        OmegaConf.to_container(cfg.loss, resolve=True) if isinstance(cfg.loss, DictConfig) else cfg.loss
+    )
+    settings = loss_settings(info, loss_cfg, model_path)
+    loss_fn = build_model_loss(settings, settings["vgg"] != (info.loss.get("vgg") or {}), device)
+    style_images = style.tensors(style.size, device)
+    loss_fn.set_style(style_images, style.blend_weights)
+    weights = style.blend_weights or [1.0] * len(style_images)
+    style_hist = sum(w * color_histogram(s) for w, s in zip(weights, style_images, strict=True)) / sum(
+        weights
+    )
+
+    # The inference path users get (border, folded norms, layout).
+    stylizer = Stylizer(net, info=info, device=device, precision=str(cfg.precision), border=int(cfg.border))
+    log.info(
+        "evaluating %s (style %s) on %d image(s) at %d px: %s %s (weights: %s), Gatys L-BFGS %d iterations from %s, device %s",
+        model_path,
+        style.name,
+        len(photos),
+        image_size,
+        loss_fn.encoder.arch,
+        "normalised loss" if loss_fn.normalize else "loss",
+        loss_fn.encoder.weights_source,
+        budget,
+        " and ".join(inits),
+        device,
+    )
+
+    # One untimed forward and backward pass of the loss: the first one pays for lazy set-up
+    # (allocator, oneDNN/cuDNN kernel choice), which must not count as a Gatys iteration.
+    warm = contents[0].to(device).clone().requires_grad_(True)
+    loss_fn.set_content(warm.detach())
+    loss_fn(warm)["total"].backward()
+
+    records, pictures = [], []
+    bar = tqdm(
+        total=len(photos) * len(inits) * budget,
+        desc="gatys",
+        unit="it",
+        disable=not bool(cfg.progress),
+        dynamic_ncols=True,
+    )
+    try:
+        for index, (path, content) in enumerate(zip(photos, contents, strict=True)):
+            bar.set_postfix_str(f"image {index + 1}/{len(photos)}: {path.name}", refresh=False)
+            record, pics = evaluate_image(
+                path,
+                content.to(device),
+                stylizer=stylizer,
+                loss_fn=loss_fn,
+                style_hist=style_hist,
+                inits=inits,
+                iterations=budget,
+                speed_iterations=speed_iterations,
+                snapshot_at=sheet_iterations,
+                timing_runs=timing_runs,
+                seed=seed,
+                on_iteration=lambda: bar.update(1),
+            )
+            # An early-stopped run does not fill its share of the bar: keep the total honest.
+            bar.n = (index + 1) * len(inits) * budget
+            bar.refresh()
+            records.append(record)
+            pictures.append(pics)
+            log.info(
+                "%s: network loss %.4g in %.3g s; reaches Gatys %s; SSIM %.3f",
+                path.name,
+                record["network"]["loss"]["total"],
+                record["speed"]["network_seconds"],
+                ", ".join(
+                    f"from {START_NAMES[k]} at {format_iterations(record['gatys'][k]['equivalent_iterations'], budget)} it"
+                    for k in inits
+                ),
+                record["network"]["ssim"],
+            )
+    finally:
+        bar.close()
+
+    summary = aggregate(records, inits, budget, speed_iterations)
+    metrics = {
+        "metrics_version": METRICS_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": _command(),
+        "config": OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg),
+        "model": {
+            "path": str(model_path),
+            "sha256": sha256_file(model_path),
+            "network": info.model,
+            "style": info.style,
+            "loss": info.loss,
+            "training": info.training,
+            "fastns_version": info.fastns_version,
+        },
+        "evaluation": {
+            "image_size": image_size,
+            "gatys_iterations": budget,
+            "gatys_init": inits,
+            "gatys_optimizer": "lbfgs",
+            "seed": seed,
+            "border": int(cfg.border),
+            "precision": str(stylizer.dtype).removeprefix("torch."),
+            "timing_runs": timing_runs,
+            "sheet_iterations": sheet_iterations,
+            "speed_iterations": speed_iterations,
+            "loss": loss_fn.config(),
+            "style": {
+                "name": style.name,
+                "sources": style.sources,
+                "size": style.size,
+                "blend_weights": style.blend_weights,
+            },
+            "color_histogram": f"joint RGB, {HIST_BINS}^3 bins, symmetric chi-squared distance (0 = same colours, 1 = disjoint)",
+            "ssim": f"scikit-image structural_similarity on BT.601 luminance, Gaussian window sigma {SSIM_SIGMA:g}, data range 1",
+            "grid": f"RMS of the {GRID_PERIOD}x{GRID_PERIOD} phase-mean pattern of the BT.601 luminance minus its {GRID_PERIOD}x{GRID_PERIOD} moving average, in 1/255",
+        },
+        "versions": _versions(device),
+        "images": records,
+        "aggregate": summary,
+    }
+    metrics = _json_safe(metrics)
+
+    output.mkdir(parents=True, exist_ok=True)
+    write_contact_sheet(output / SHEET_FILE, records, pictures, inits, sheet_iterations)
+    write_loss_curves(output / CURVES_FILE, records, inits, budget)
+    with atomic_write(output / METRICS_FILE) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    with atomic_write(output / REPORT_FILE) as tmp:
+        tmp.write_text(render_report(metrics), encoding="utf-8")
+    for line in summary_lines(metrics):
+        log.info("%s", line)
+    log.info("wrote %s (%s)", output, ", ".join(REPORT_FILES))
+    return output

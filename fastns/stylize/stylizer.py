@@ -1,0 +1,287 @@
+"""The stylizer: a trained network ready for fast inference on tensors, Pillow images and video frames.
+
+Library API (needs only the model file: no VGG, Hydra or Lightning at run time)::
+
+    from fastns import Stylizer
+    stylizer = Stylizer.load("runs/starry/model.safetensors")  # device auto: cuda > mps > cpu
+    out = stylizer(Image.open("photo.jpg"), strength=0.8)      # PIL in -> PIL out
+    out = stylizer(images)                                     # (B, 3, H, W) in [0, 1] -> same
+
+How an image is stylised (every input kind goes through :meth:`Stylizer.stylize`):
+
+1. **Size**: the network is fully convolutional, so it runs at the input's own size, or at
+   ``max_size`` (longest side, downscaling only).
+2. **Border**: the image is reflection-padded by ``border`` pixels (32 by default) before the
+   network and the output cropped back. The network's own convolutions are reflection-padded too,
+   but that pads *feature maps*, whose mirror image is not the features of the mirrored photo; the
+   outermost pixels then show bright/dark seams and stride-phase artifacts. Padding the photo, as
+   Johnson et al. do (40 px, valid convolutions), gives the pixels near the edge real-looking context.
+   32 px adds ``(1 + 64 / side)^2 - 1`` of compute (13 % at 1024 px) and keeps the stride-4 grid aligned.
+3. **Tiles** (``tile=N``): huge images run as tiles of at most N x N pixels (plus 16 px of
+   context), with every InstanceNorm given the statistics of the *whole* image, so the result
+   equals the untiled one and shows no seams (:mod:`fastns.stylize.tiling`).
+4. **Controls**: ``preserve_color`` keeps the content's chrominance (stylised luminance only,
+   :func:`fastns.color.preserve_color`), then ``strength`` blends linearly with the content
+   (0 = the content, 1 = fully stylised). Both are applied on the device, per tile when tiling.
+
+Speed (benchmarks/README_stylize.md measures it): inference mode; the inference copy of the network
+(:mod:`fastns.stylize.inference`); channels-last memory layout on the CPU; fp16 on CUDA and bf16
+on CPUs with AMX by default (``precision``); optional ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..color import preserve_color as _preserve_color
+from ..color import rgb_to_yuv420p
+from ..errors import ConfigError, ImageError, ModelFileError
+from ..image import pil_to_tensor, resize_longest, resize_pil, tensor_to_pil, to_rgb
+from ..modelfile import ModelInfo, load_model
+from ..transformer import DEFAULT_BORDER, PaddedNet, TransformerNet, padding
+from ..utils import resolve_device
+from .inference import prepare, resolve_dtype
+from .tiling import MIN_TILE, stylize_tiled
+
+
+class Stylizer:
+    """A trained style network ready for fast inference.
+
+    Args:
+        net: the :class:`TransformerNet` (it is copied; the original is not changed).
+        info: the model file's description (style name etc.), if any.
+        device: ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with AMX, fp32 elsewhere), ``"fp32"``
+            (exact), ``"bf16"`` or ``"fp16"`` (GPU only). Half precision changes outputs by a few
+            8-bit levels on average (fp16 < 1/255; bf16 0.2-0.5/255 mean, rare pixels up to ~25/255).
+        compile: ``torch.compile`` the network (``True``, or a mode name such as
+            ``"max-autotune"``). The first call at each new size takes seconds to minutes.
+        channels_last: channels-last memory layout; ``None`` (default): on the CPU only, where
+            oneDNN's convolutions are faster in it. On CUDA the reflection padding and
+            normalisation kernels lose more in it than cuDNN gains (benchmarks/README_stylize.md).
+        border: reflection padding around every image, px (module docstring, point 2).
+    """
+
+    def __init__(
+        self,
+        net: TransformerNet,
+        *,
+        info: ModelInfo | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        compile: bool | str = False,
+        channels_last: bool | None = None,
+        border: int = DEFAULT_BORDER,
+    ) -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = resolve_dtype(str(precision), self.device)
+        if int(border) < 0:
+            raise ConfigError(f"border={border} must be >= 0")
+        self.info = info
+        self.border = int(border)
+        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        self.net = prepare(net, self.device, self.dtype, self.channels_last)
+        self.module = PaddedNet(self.net, self.border)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.module
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            # dynamic=None: the first new size recompiles with symbolic sizes, later sizes reuse it.
+            self._forward = torch.compile(self.module, mode=mode)
+        self._staging: torch.Tensor | None = None  # page-locked frame buffer (stylize_frames, CUDA)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kwargs: Any) -> Stylizer:
+        """A stylizer for the model file ``path`` (``model.safetensors``); ``kwargs`` as for the class.
+
+        Raises:
+            ModelFileError: the file is missing or not a fastns model file.
+        """
+        path = Path(path)
+        if path.suffix == ".ckpt":
+            raise ModelFileError(
+                f"{path}: a training checkpoint, not a model file; turn it into one with "
+                f"python scripts/export.py model={path}"
+            )
+        net, info = load_model(path, "cpu")
+        return cls(net, info=info, **kwargs)
+
+    @property
+    def name(self) -> str:
+        """The style's name from the model file, or ``"style"``."""
+        return str((self.info.style if self.info else {}).get("name") or "style")
+
+    def __repr__(self) -> str:
+        return (
+            f"Stylizer({self.name!r}, width={self.net.config['width']}, device={self.device}, "
+            f"dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
+    # -- public entry points -----------------------------------------------------------------------
+
+    def __call__(
+        self,
+        image: Image.Image | torch.Tensor,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        max_size: int | None = None,
+        tile: int | None = None,
+    ) -> Image.Image | torch.Tensor:
+        """Stylise a Pillow image or a tensor; returns the same kind.
+
+        Args:
+            image: a Pillow image (any mode; returned as RGB), or a float tensor ``(B, 3, H, W)``
+                or ``(3, H, W)`` in [0, 1] on any device (returned on that device, same shape).
+            strength: 0 returns the content, 1 the fully stylised image; in between, a linear blend.
+            preserve_color: keep the content's colours (stylised luminance, content chrominance).
+            max_size: if the longest side is larger, downscale to it first (the output has that size).
+            tile: run the network on tiles of at most ``tile`` x ``tile`` px, so that huge
+                images fit in memory; the result equals the untiled one (no seams).
+        """
+        controls = dict(strength=strength, preserve_color=preserve_color, tile=tile)
+        if isinstance(image, Image.Image):
+            im = to_rgb(image)  # any mode; transparency on white, as for files
+            if max_size is not None and max(im.size) > int(max_size):
+                im = resize_pil(im, int(max_size))  # Lanczos on the 8-bit image, as load_image does
+            return tensor_to_pil(self.stylize(pil_to_tensor(im), **controls))
+        if isinstance(image, torch.Tensor):
+            single = image.dim() == 3
+            batch = image.unsqueeze(0) if single else image
+            out = self.stylize(batch, max_size=max_size, **controls).to(image.dtype)
+            return out[0] if single else out
+        raise TypeError(f"expected a PIL image or a torch.Tensor, got {type(image).__name__}")
+
+    @torch.inference_mode()
+    def stylize(
+        self,
+        images: torch.Tensor,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        max_size: int | None = None,
+        tile: int | None = None,
+    ) -> torch.Tensor:
+        """Stylise a batch ``(B, 3, H, W)`` in [0, 1]; returns float32 ``(B, 3, H', W')`` on the input's device.
+
+        ``H', W'`` is the input size, or the ``max_size`` fit. Arguments as for :meth:`__call__`.
+        """
+        check_controls(strength, max_size, tile)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
+        if min(images.shape[-2:]) < 8:
+            raise ImageError(f"image of {images.shape[-1]}x{images.shape[-2]} px is too small (8 px minimum)")
+        out_device = images.device
+        images = images.float()
+        if max_size is not None and max(images.shape[-2:]) > max_size:
+            images = resize_longest(images, int(max_size))
+        if strength == 0:
+            return images.clone()  # the content itself: no need to run the network
+        h, w = images.shape[-2:]
+        b = padding(h, w, self.border)[0]
+        if tile is not None and max(h, w) + 2 * b > tile:
+            out = self._stylize_tiled(images.cpu(), int(tile), strength, preserve_color)
+        else:
+            out = self._stylize_on_device(images.to(self.device), strength, preserve_color)
+        return out.to(out_device)
+
+    @torch.inference_mode()
+    def stylize_frames(
+        self,
+        frames: np.ndarray | list[np.ndarray] | torch.Tensor,
+        *,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        yuv420p: bool = False,
+    ) -> np.ndarray:
+        """Stylise 8-bit RGB frames ``(B, H, W, 3)`` (or a list of ``(H, W, 3)``), as decoders give them.
+
+        Returns the stylised frames as a uint8 array of the same shape.
+
+        The conversion to and from [0, 1] floats happens on the device (one small upload and
+        download of bytes per frame), which matters at video rates. With ``yuv420p=True`` the
+        result is ``(B, H * 3 // 2, W)`` FFmpeg yuv420p planes instead (:func:`rgb_to_yuv420p`),
+        converted on the device, which spares the encoder thread FFmpeg's single-threaded
+        conversion (slower than the network on a GPU at 1080p).
+        """
+        check_controls(strength, None, None)
+        x = self._upload(frames)
+        # (B, H, W, 3) -> (B, 3, H, W): a permuted view, i.e. already channels-last in memory.
+        content = x.permute(0, 3, 1, 2).float().div_(255.0)
+        out = content if strength == 0 else self._stylize_on_device(content, strength, preserve_color)
+        if yuv420p:
+            return rgb_to_yuv420p(out).cpu().numpy()
+        out = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return out.contiguous().cpu().numpy()
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _upload(self, frames: np.ndarray | list[np.ndarray] | torch.Tensor) -> torch.Tensor:
+        """Frames ``(B, H, W, 3)`` (or a list of ``(H, W, 3)``) as a uint8 tensor on the device.
+
+        For CUDA they are stacked straight into a page-locked staging buffer kept between calls
+        (allocating page-locked memory per call cost more than the network at 1080p) and copied
+        asynchronously; the buffer is reused only after the previous call's results came back to
+        the CPU, which waits for that copy.
+        """
+        if isinstance(frames, torch.Tensor):
+            return frames.to(self.device)
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack(frames) if isinstance(frames, list) else frames).to(self.device)
+        shape = (len(frames), *frames[0].shape)
+        if self._staging is None or tuple(self._staging.shape) != shape:
+            self._staging = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        np.stack(frames, out=self._staging.numpy())
+        return self._staging.to(self.device, non_blocking=True)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the network's device, in its dtype and memory layout."""
+        # Frames arrive as permuted (B, H, W, 3) bytes, i.e. channels-last: set the layout either way.
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.to(self.device, self.dtype).contiguous(memory_format=layout)
+
+    def _stylize_on_device(
+        self, content: torch.Tensor, strength: float, preserve_color: bool
+    ) -> torch.Tensor:
+        """Network and controls on a device batch (B, 3, H, W) in [0, 1]; float32 on the device."""
+        out = self._forward(self._to_device(content)).float()
+        return apply_controls(content, out, strength, preserve_color)
+
+    def _stylize_tiled(
+        self, images: torch.Tensor, tile: int, strength: float, preserve_color: bool
+    ) -> torch.Tensor:
+        """:func:`~fastns.stylize.tiling.stylize_tiled` with the controls; ``images`` and the result on the CPU."""
+
+        def finish(content: torch.Tensor, stylised: torch.Tensor) -> torch.Tensor:
+            return apply_controls(content.to(self.device), stylised, strength, preserve_color).cpu()
+
+        return stylize_tiled(self.net, images, tile, self.border, self._to_device, finish, self.channels_last)
+
+
+def apply_controls(
+    content: torch.Tensor, stylised: torch.Tensor, strength: float, preserve_color: bool
+) -> torch.Tensor:
+    """Colour preservation, then the strength blend; both (B, 3, H, W) in [0, 1] on one device."""
+    if preserve_color:
+        stylised = _preserve_color(content, stylised)
+    if strength < 1:
+        stylised = torch.lerp(content, stylised, float(strength))
+    return stylised
+
+
+def check_controls(strength: float, max_size: int | None, tile: int | None) -> None:
+    """Refuse a strength outside [0, 1], a ``max_size`` under 8 px or a tile under :data:`MIN_TILE` px."""
+    if not 0 <= float(strength) <= 1:
+        raise ConfigError(f"strength={strength} must be between 0 (the content) and 1 (fully stylised)")
+    if max_size is not None and int(max_size) < 8:
+        raise ConfigError(f"max_size={max_size} must be at least 8 px")
+    if tile is not None and int(tile) < MIN_TILE:
+        raise ConfigError(f"tile={tile} must be at least {MIN_TILE} px (or null for no tiling)")

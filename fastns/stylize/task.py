@@ -1,0 +1,138 @@
+"""The config-driven task behind ``scripts/stylize.py``: an image, folder, glob, video or the webcam."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import ConfigError, ImageError
+from ..image import check_output_path, glob_base
+from .files import SkippedFilesError, stylize_folder, stylize_image
+from .stylizer import Stylizer, check_controls
+from .video import VIDEO_EXTENSIONS, stylize_video
+from .webcam import import_cv2, run_webcam
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def default_output(input: str | os.PathLike) -> Path:
+    """Where ``output=null`` writes: ``photo_stylised.jpg``, ``clip_stylised.mp4``, ``holiday_stylised/``."""
+    text = str(input)
+    path = Path(text)
+    if path.is_dir() or glob.has_magic(text):
+        folder = path if path.is_dir() else glob_base(text)
+        folder = folder.resolve()
+        return folder.with_name(f"{folder.name}_stylised")
+    return path.with_name(f"{path.stem}_stylised{path.suffix}")
+
+
+def _kind(input: str) -> str:
+    if input.lower() == "webcam":
+        return "webcam"
+    path = Path(input)
+    if path.is_dir() or (not path.exists() and glob.has_magic(input)):
+        return "folder"
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return "video"
+    return "image"
+
+
+def run(cfg: DictConfig) -> Any:
+    """Stylise ``cfg.input`` (image, folder, glob, video or ``webcam``) with ``cfg.model``.
+
+    See ``configs/tools/stylize.yaml`` for the keys. Returns the output path (image), the
+    :class:`FolderReport`, the :class:`VideoReport`, or the number of webcam frames shown.
+
+    Raises:
+        SkippedFilesError: after a folder run in which some files could not be read or written
+            (all the others were written); the script prints it and exits with status 2.
+    """
+    if cfg.input is None:
+        raise ConfigError("missing required setting input: pass input=photo.jpg, a folder, a video or webcam")
+    input = str(cfg.input)
+    kind = _kind(input)
+    if kind == "image" and not Path(input).exists():
+        raise ImageError(f"{input}: no such file")
+    output = Path(cfg.output) if cfg.output else None
+    if kind != "webcam" and output is None:
+        output = default_output(input)
+    controls = {"strength": float(cfg.strength), "preserve_color": bool(cfg.preserve_color)}
+    max_size = int(cfg.max_size) if cfg.max_size else None
+    tile = int(cfg.tile) if cfg.tile else None
+    check_controls(controls["strength"], max_size, tile)
+    if kind in ("video", "webcam") and tile is not None:
+        raise ConfigError("tile= is for still images; for video use max_size= to bound the frame size")
+    if kind == "image" and output is not None:
+        check_output_path(output, [input])
+    if kind == "webcam":
+        import_cv2()  # before the model loads: a missing OpenCV should fail at once
+    stylizer = Stylizer.load(
+        cfg.model,
+        device=str(cfg.device),
+        precision=str(cfg.precision),
+        compile=cfg.compile,
+        channels_last=None if cfg.channels_last is None else bool(cfg.channels_last),
+        border=int(cfg.border),
+    )
+    if stylizer.device.type == "cuda":
+        # Videos and folders repeat a few sizes: let cuDNN pick the fastest kernels per size. A
+        # process-wide setting, so the task sets it, not the library's Stylizer.
+        torch.backends.cudnn.benchmark = True
+    log.info("%r, input %s (%s)", stylizer, input, kind)
+    batch_size = int(cfg.batch_size) if cfg.batch_size else (4 if stylizer.device.type == "cuda" else 1)
+    progress = bool(cfg.progress)
+
+    if kind == "webcam":
+        return run_webcam(stylizer, cfg.camera, max_size=max_size or 720, mirror=bool(cfg.mirror), **controls)
+    if kind == "video":
+        report = stylize_video(
+            stylizer,
+            input,
+            output,
+            max_size=max_size,
+            batch_size=batch_size,
+            codec=cfg.video.codec,
+            crf=int(cfg.video.crf),
+            preset=str(cfg.video.preset),
+            progress=progress,
+            **controls,
+        )
+        log.info(
+            "wrote %s: %d frames of %dx%d in %.1fs (%.1f fps end to end), %d audio stream(s)",
+            report.output,
+            report.frames,
+            *report.size,
+            report.seconds,
+            report.fps,
+            report.audio_streams,
+        )
+        return report
+    if kind == "folder":
+        report = stylize_folder(
+            stylizer,
+            input,
+            output,
+            max_size=max_size,
+            batch_size=batch_size,
+            format=cfg.format,
+            progress=progress,
+            tile=tile,
+            **controls,
+        )
+        log.info("wrote %d image(s) to %s in %.1fs", len(report.written), output, report.seconds)
+        if report.skipped:
+            first, reason = report.skipped[0]
+            raise SkippedFilesError(
+                f"{len(report.skipped)} of {len(report.skipped) + len(report.written)} file(s) skipped "
+                f"(first: {reason}); the others were written to {output}"
+            )
+        return report
+    return stylize_image(stylizer, input, output, max_size=max_size, tile=tile, **controls)
