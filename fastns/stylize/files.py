@@ -148,7 +148,6 @@ def stylize_folder(
             log.warning("skipped %s", e)
         bar.update(1)
 
-    writer = Writer(name="save")
     buckets: dict[tuple[int, int], list[tuple[Path, torch.Tensor]]] = {}
 
     def flush(key: tuple[int, int]) -> None:
@@ -158,7 +157,10 @@ def stylize_folder(
             writer.submit(lambda p=p, image=image: save(p, image))
 
     try:
-        with Background(produce, maxsize=2 * int(batch_size) + 2, name="load") as loaded:
+        with (
+            Writer(name="save") as writer,
+            Background(produce, maxsize=2 * int(batch_size) + 2, name="load") as loaded,
+        ):
             for p, item in loaded:
                 if isinstance(item, ImageError):
                     skip(p, str(item))
@@ -169,10 +171,6 @@ def stylize_folder(
                     flush(key)
             for key in list(buckets):
                 flush(key)
-        writer.finish()
-    except BaseException:
-        writer.abandon()
-        raise
     finally:
         bar.close()
     report.seconds = time.perf_counter() - start

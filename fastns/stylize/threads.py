@@ -75,7 +75,10 @@ class Stopped(Exception):
 
 
 class Writer:
-    """A single worker thread that runs submitted jobs in order; ``finish()`` waits and re-raises."""
+    """A single worker thread that runs submitted jobs in order; ``finish()`` waits and re-raises.
+
+    As a context manager it finishes on a normal exit and abandons the queue when an error unwinds.
+    """
 
     def __init__(self, maxsize: int = 8, name: str = "writer") -> None:
         self._queue: queue.Queue = queue.Queue(maxsize)
@@ -111,3 +114,12 @@ class Writer:
         with contextlib.suppress(queue.Full):
             self._queue.put(_DONE, timeout=10)  # ...so there is room for this soon
         self._thread.join(timeout=10)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abandon()

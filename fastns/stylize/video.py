@@ -283,7 +283,6 @@ def _video_pipeline(
                 for packet in out_stream.encode(None):
                     sink.mux(packet)
 
-    writer = Writer(maxsize=4, name="encode")
     frames: list[np.ndarray] = []
     stamps: list[tuple[Any, Any]] = []
     count = 0
@@ -301,22 +300,19 @@ def _video_pipeline(
         stamps.clear()
 
     try:
-        with Background(decode, maxsize=2 * batch_size + 4, name="decode") as decoded:
-            for kind, item, pts, time_base in decoded:
-                if kind == "audio":
-                    run_batch()  # keep audio behind the video frames decoded before it
-                    writer.submit(lambda item=item: write_audio(item))
-                    continue
-                frames.append(item)
-                stamps.append((pts, time_base))
-                if len(frames) >= batch_size:
-                    run_batch()
-            run_batch()
-        writer.submit(finish)
-        writer.finish()
-    except BaseException:
-        writer.abandon()
-        raise
+        with Writer(maxsize=4, name="encode") as writer:
+            with Background(decode, maxsize=2 * batch_size + 4, name="decode") as decoded:
+                for kind, item, pts, time_base in decoded:
+                    if kind == "audio":
+                        run_batch()  # keep audio behind the video frames decoded before it
+                        writer.submit(lambda item=item: write_audio(item))
+                        continue
+                    frames.append(item)
+                    stamps.append((pts, time_base))
+                    if len(frames) >= batch_size:
+                        run_batch()
+                run_batch()
+            writer.submit(finish)
     finally:
         bar.close()
     if count == 0:
