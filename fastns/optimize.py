@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .color import preserve_color as _preserve_color
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .image import check_output_path, fit_longest, load_image, resize, save_image
 from .losses import PerceptualLoss
 from .style import Style
@@ -68,7 +69,7 @@ def optimize_image(
     loss_fn: PerceptualLoss,
     init: torch.Tensor,
     iterations: int = 500,
-    optimizer: str = "lbfgs",
+    optimizer: str | Callable[[list[torch.Tensor]], torch.optim.Optimizer] = "lbfgs",
     lr: float | None = None,
     history_size: int = 100,
     line_search: str | None = "strong_wolfe",
@@ -84,9 +85,13 @@ def optimize_image(
         loss_fn: a :class:`PerceptualLoss` with its targets set.
         init: the starting image ``(1, 3, H, W)``; it is copied, not modified.
         iterations: number of optimiser iterations (one loss evaluation each).
-        optimizer: ``"lbfgs"`` (Gatys; default) or ``"adam"``.
-        lr: step size; default from :data:`DEFAULT_LR`.
+        optimizer: ``"lbfgs"`` (Gatys; default) or ``"adam"``, or a factory that builds a torch
+            optimiser for a list of parameters (e.g. ``functools.partial(torch.optim.LBFGS,
+            lr=1)``, what a Hydra ``_partial_`` config instantiates to); ``lr``, ``history_size``
+            and ``line_search`` then come from the factory.
+        lr: step size of a named optimiser; default from :data:`DEFAULT_LR`.
         history_size: L-BFGS memory (neural-style uses 100).
+        line_search: L-BFGS line search, ``"strong_wolfe"`` or ``None`` (plain unit steps).
         callback: called after every iteration as ``callback(i, image, terms)`` with the
             iteration count ``i`` (1-based), the current image (do not modify) and the loss
             terms evaluated during that iteration.
@@ -94,35 +99,38 @@ def optimize_image(
 
     Returns:
         :class:`OptimizeResult` with the final image clamped to [0, 1]. The pixels are optimised
-        unconstrained (as in neural-style) and only clamped for output; Adam's iterates are
-        projected to [0, 1] after each step, which is harmless for a first-order method.
+        unconstrained (as in neural-style) and only clamped for output; a first-order optimiser's
+        (Adam's) iterates are projected to [0, 1] after each step, which is harmless for it.
     """
     if iterations < 0:
         raise ConfigError(f"iterations={iterations} must be >= 0")
-    name = optimizer.lower()
-    if name not in DEFAULT_LR:
-        raise ConfigError(f"optimizer.name={optimizer!r} is not supported; use lbfgs or adam")
-    lr = DEFAULT_LR[name] if lr is None else float(lr)
     image = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
-    if name == "lbfgs":
+    if isinstance(optimizer, str):
+        name = optimizer.lower()
+        if name not in DEFAULT_LR:
+            raise ConfigError(f"optimizer={optimizer!r} is not supported; use lbfgs or adam")
+        step = DEFAULT_LR[name] if lr is None else float(lr)
+        if name == "lbfgs":
+            opt: torch.optim.Optimizer = torch.optim.LBFGS(
+                [image], lr=step, history_size=history_size, line_search_fn=line_search
+            )
+        else:
+            opt = torch.optim.Adam([image], lr=step)
+    else:
+        opt = optimizer([image])
+    is_lbfgs = isinstance(opt, torch.optim.LBFGS)
+    if is_lbfgs:
         # One step() call per iteration, so that we can report progress, save images and stop
         # cleanly between iterations. L-BFGS keeps its curvature history in the optimiser state
         # across calls, so this is the same algorithm as one long call. max_eval must leave the
         # line search its budget: torch's default (max_iter * 5 // 4 = 1) would disable it.
         # tolerance 0: always run the requested iterations (an early stop at a tiny gradient
-        # depends on the arbitrary scale of the loss weights).
-        opt = torch.optim.LBFGS(
-            [image],
-            lr=lr,
-            max_iter=1,
-            max_eval=1 + _MAX_LINE_SEARCH_EVALS,
-            history_size=history_size,
-            line_search_fn=line_search,
-            tolerance_grad=0.0,
-            tolerance_change=0.0,
+        # depends on the arbitrary scale of the loss weights). LBFGS.step reads these from its
+        # param group, so they can be set on an optimiser built by any factory.
+        opt.param_groups[0].update(
+            max_iter=1, max_eval=1 + _MAX_LINE_SEARCH_EVALS, tolerance_grad=0.0, tolerance_change=0.0
         )
-    else:
-        opt = torch.optim.Adam([image], lr=lr)
+    caches_trial = is_lbfgs and opt.param_groups[0]["line_search_fn"] is not None
 
     # step() starts by evaluating the loss at the current image, which the line search of the
     # previous step has usually just evaluated (the accepted trial point is computed by the same
@@ -150,7 +158,7 @@ def optimize_image(
             image.grad = torch.zeros_like(image)
         detached = {k: v.detach() for k, v in terms.items()}
         step_terms.append(detached)
-        if line_search is not None and name == "lbfgs":
+        if caches_trial:
             cache.update(x=image.detach().clone(), grad=image.grad.detach().clone(), terms=detached)
         return terms["total"]
 
@@ -175,7 +183,7 @@ def optimize_image(
                 break
             good = before
             losses.append(terms)
-            if name == "adam":
+            if not is_lbfgs:  # a first-order method (Adam): project onto the valid pixels
                 with torch.no_grad():
                     image.clamp_(0, 1)
             bar.update(1)
@@ -202,6 +210,22 @@ def optimize_image(
 
 
 # -- config-driven task ---------------------------------------------------------------------
+
+
+def build_optimizer(cfg_optimizer: DictConfig) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    """The optimiser factory an ``optimizer`` config (``configs/optimizer/*.yaml``, ``_partial_``) names."""
+    target = cfg_optimizer.get("_target_")
+    try:
+        factory = instantiate(cfg_optimizer)
+    except Exception as e:  # Hydra wraps import and argument errors in several exception types
+        raise ConfigError(
+            f"optimizer._target_={target}: cannot build the optimiser ({first_line(e)})"
+        ) from None
+    if not callable(factory):
+        raise ConfigError(
+            f"optimizer._target_={target}: not an optimiser class (set optimizer._partial_=true)"
+        )
+    return factory
 
 
 def _schedule(cfg: DictConfig) -> tuple[list[int], list[int]]:
@@ -255,7 +279,7 @@ def run(cfg: DictConfig) -> Path:
     if init_is_path:
         load_image(cfg.init)  # validate the init file early
     loss_fn = PerceptualLoss.from_config(OmegaConf.to_container(cfg.loss, resolve=True), device)
-    opt_cfg = cfg.optimizer
+    optimizer = build_optimizer(cfg.optimizer)
     log.info(
         "%s: style %s, %s (weights: %s), device %s",
         "style transfer" if content is not None else "texture synthesis",
@@ -287,10 +311,7 @@ def run(cfg: DictConfig) -> Path:
             loss_fn,
             init,
             iterations=n_iter,
-            optimizer=str(opt_cfg.name),
-            lr=opt_cfg.get("lr"),
-            history_size=int(opt_cfg.get("history_size", 100)),
-            line_search=opt_cfg.get("line_search"),
+            optimizer=optimizer,
             callback=save_intermediate,
             progress=bool(cfg.progress),
             desc=f"{longest}px" if len(scales) > 1 else "gatys",

@@ -94,7 +94,7 @@ def test_run_multiscale_preserve_color_and_init_path(tmp_path, photo, style_file
         ("corrupt_style", "not an image"),
         ("output_is_input", "refusing to overwrite"),
         ("no_content_given", "missing required setting content"),
-        ("bad_optimizer", "optimizer.name='sgd'"),
+        ("bad_optimizer", "optimizer._target_=torch.optim.NoSuchOptimizer"),
         ("bad_device", "no CUDA GPU"),
         ("bad_iterations", "iterations has 3 values"),
         ("bad_extension", "unknown image extension"),
@@ -117,7 +117,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     elif case == "no_content_given":
         args = args[1:]
     elif case == "bad_optimizer":
-        args.append("optimizer.name=sgd")
+        args.append("optimizer._target_=torch.optim.NoSuchOptimizer")
     elif case == "bad_device":
         if __import__("torch").cuda.is_available():
             pytest.skip("a GPU is present")
