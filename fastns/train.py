@@ -28,8 +28,8 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from .data import ContentDataModule
-from .errors import ConfigError
-from .modelfile import save_model
+from .errors import ConfigError, ModelFileError
+from .modelfile import load_checkpoint, save_model
 from .module import StyleTransferModule
 from .utils import native_bf16
 
@@ -119,6 +119,18 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     return str(ckpt_path)
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse a checkpoint to resume from that is corrupt, truncated or not this project's, in one line.
+
+    Read with ``weights_only=True`` (tensors and plain data, never code), as Lightning reads it
+    after this (``trainer.fit(weights_only=True)``) whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says.
+    """
+    try:
+        load_checkpoint(path)
+    except ModelFileError as e:
+        raise ConfigError(f"ckpt_path={e}") from None
 
 
 def resolve_precision(precision: Any, accelerator: Any) -> str:
@@ -230,10 +242,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere and newer GPUs; no effect on CPU
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path)
 
     trainer, module, datamodule, stopper = build(cfg, run_dir)
     log.info("run folder: %s", run_dir.resolve())
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     if stopper.requested is None:
         # The periodic checkpoints may not fall on the last step: make last.ckpt the final state,

@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fastns.errors import FastnsError
 from fastns.modelfile import load_model
 from fastns.train import build, train
 
@@ -353,3 +354,34 @@ def test_on_a_gpu_only_the_written_steps_are_logged_and_tensorboard_gets_the_sam
         assert [s for s, _ in runs["gpu"][tag]] == [s for s, _ in logged], tag
         assert [v for _, v in runs["gpu"][tag]] == pytest.approx([v for _, v in logged], rel=1e-5), tag
     assert calls["gpu"] * 3 == calls["cpu"]  # a third of the self.log calls
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["malicious", "truncated"])
+def test_resume_refuses_bad_checkpoints_and_never_runs_their_code(
+    tmp_path, photos, style_file, monkeypatch, kind
+):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # what an unsafe environment sets
+    marker = tmp_path / "code_ran"
+    ckpt = tmp_path / "bad.ckpt"
+    if kind == "malicious":
+        torch.save({"fastns": {"model": {}}, "state_dict": {}, "payload": _Payload(marker)}, ckpt)
+    else:
+        run_dir = tmp_path / "run"
+        train(compose("train", tiny(photos, style_file, run_dir, steps=2)))
+        data = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+        ckpt.write_bytes(data[: len(data) // 2])
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "resume"), f"ckpt_path={ckpt}"])
+    with pytest.raises(FastnsError, match=f"ckpt_path={ckpt}: not a readable checkpoint"):
+        train(cfg)
+    assert not marker.exists()
