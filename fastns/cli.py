@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,18 @@ from .errors import FastnsError, first_line
 #: Exit status for a user error (bad file, bad config value); 130 is the shell's Ctrl-C status.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+def interrupted_status(signal_name: str) -> int:
+    """The exit status of a run stopped by ``signal_name``: 128 + its number, as shells report it.
+
+    130 for SIGINT (Ctrl-C), 143 for SIGTERM (schedulers: SLURM requeues on it); a stop agreed
+    with another process (DDP) counts as an interrupt.
+    """
+    try:
+        return 128 + signal.Signals[signal_name].value
+    except KeyError:
+        return EXIT_INTERRUPTED
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

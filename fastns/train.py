@@ -262,7 +262,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 f"Resume with: ckpt_path=last hydra.run.dir={run_dir}",
                 file=sys.stderr,
             )
-        summary["interrupted"] = True
+        summary["interrupted"] = stopper.requested  # SIGINT, SIGTERM or "stop on another rank"
         return summary
     if trainer.is_global_zero:
         info = module.model_info()

@@ -8,14 +8,16 @@ python scripts/train.py experiment=quickstart
 import hydra
 from omegaconf import DictConfig
 
-from fastns.cli import user_errors
+from fastns.cli import interrupted_status, user_errors
 from fastns.train import train
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    summary = train(cfg)
+    if summary.get("interrupted"):  # stopped by a signal, checkpoint saved: not a finished run
+        raise SystemExit(interrupted_status(summary["interrupted"]))
 
 
 if __name__ == "__main__":

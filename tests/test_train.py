@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -385,3 +386,29 @@ def test_resume_refuses_bad_checkpoints_and_never_runs_their_code(
     with pytest.raises(FastnsError, match=f"ckpt_path={ckpt}: not a readable checkpoint"):
         train(cfg)
     assert not marker.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_script_exits_130_or_143_with_a_checkpoint(tmp_path, photos, style_file, sig, status):
+    """A scheduler tells an interrupted run from a finished one by its exit status (SLURM requeue)."""
+    run_dir = tmp_path / "run"
+    args = [*tiny(photos, style_file, run_dir, steps=100000)[:-1], f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # training has reached step 2
+        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err.decode()[-2000:]
+    assert "Resume with: ckpt_path=last" in err.decode()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2
+    assert not (run_dir / "model.safetensors").exists()  # not a finished run
