@@ -7,6 +7,11 @@ scripts print that line and exit non-zero; they never show a traceback for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class FastnsError(Exception):
     """An error caused by the user's input or environment, with a one-line message."""
@@ -26,6 +31,27 @@ class ConfigError(FastnsError):
 
 class ModelFileError(FastnsError):
     """A model file is not a fastns model or comes from an incompatible version."""
+
+
+def gather(*steps: Callable[[], T]) -> list[T]:
+    """Run every step, even after one fails to download, so that all missing downloads are reported at once.
+
+    Offline, the VGG weights and the style image both fail: one error naming both saves a second
+    attempt. Any other error stops at once, as usual.
+
+    Raises:
+        DownloadError: the messages of every step that failed to download, in order, joined.
+    """
+    results: list[T] = []
+    failed: list[str] = []
+    for step in steps:
+        try:
+            results.append(step())
+        except DownloadError as e:
+            failed.append(first_line(e))
+    if failed:
+        raise DownloadError(" — and: ".join(failed))
+    return results
 
 
 def first_line(e: BaseException) -> str:

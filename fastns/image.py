@@ -212,6 +212,13 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
     image_format(output)
     if output.is_dir():
         raise ConfigError(f"output={output} is a folder; give a file name such as {output / 'out.png'}")
+    folder = output.parent
+    while not folder.exists():  # the nearest existing folder above: missing ones are created on writing
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"output={output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"output={output}: cannot write in {folder} (permission denied)")
     for inp in inputs:
         if inp is None:
             continue

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torchvision.utils import make_grid
 
-from .errors import FastnsError
+from .errors import FastnsError, gather
 from .losses import PerceptualLoss
 from .metrics import grid_pattern
 from .modelfile import ModelInfo
@@ -63,8 +63,10 @@ class StyleTransferModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
         self.net = TransformerNet(**model)
-        self.loss_fn: PerceptualLoss = PerceptualLoss.from_config(loss)
-        self.style = Style.from_config(style)
+        # Both may download (VGG weights, a style preset): offline, both failures are reported at once.
+        self.loss_fn, self.style = gather(
+            lambda: PerceptualLoss.from_config(loss), lambda: Style.from_config(style)
+        )
         self.style_size = self.style.longest_side(image_size, reference=image_size)
         self.loss_fn.set_style(self.style.tensors(self.style_size), self.style.blend_weights)
         self._register_state_dict_hook(_drop_loss_weights)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .color import preserve_color as _preserve_color
-from .errors import ConfigError, first_line
+from .errors import ConfigError, first_line, gather
 from .image import check_output_path, fit_longest, load_image, resize, save_image
 from .losses import PerceptualLoss
 from .style import Style
@@ -272,14 +272,16 @@ def run(cfg: DictConfig) -> Path:
     save_every = int(cfg.save_every or 0)
     if cfg.preserve_color and content_path is None:
         raise ConfigError("preserve_color=true needs a content image (it keeps the content's colours)")
+    optimizer = build_optimizer(cfg.optimizer)
 
     # Load everything before the long part, so a bad file fails in the first second.
     content = load_image(content_path, size=scales[-1], device=device) if content_path is not None else None
-    style = Style.from_config(cfg.style)
     if init_is_path:
         load_image(cfg.init)  # validate the init file early
-    loss_fn = PerceptualLoss.from_config(OmegaConf.to_container(cfg.loss, resolve=True), device)
-    optimizer = build_optimizer(cfg.optimizer)
+    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
+    style, loss_fn = gather(
+        lambda: Style.from_config(cfg.style), lambda: PerceptualLoss.from_config(loss_cfg, device)
+    )
     log.info(
         "%s: style %s, %s (weights: %s), device %s",
         "style transfer" if content is not None else "texture synthesis",

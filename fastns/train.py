@@ -4,7 +4,7 @@ A run folder ``D`` (``hydra.run.dir``) receives::
 
     D/.hydra/config.yaml            the resolved config (Hydra)
     D/tensorboard/                  TensorBoard event files: losses, previews, style, hparams
-    D/checkpoints/step=NNNNNN.ckpt  periodic Lightning checkpoints
+    D/checkpoints/step_NNNNNN.ckpt  periodic Lightning checkpoints (no "=": pastes into model=... as it is)
     D/checkpoints/last.ckpt         the latest checkpoint (resume with ckpt_path=last)
     D/model.safetensors             the trained network (see fastns.modelfile), written at the end
 """
@@ -12,6 +12,7 @@ A run folder ``D`` (``hydra.run.dir``) receives::
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from .data import ContentDataModule
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError, FastnsError, ModelFileError
 from .modelfile import load_checkpoint, save_model
 from .module import StyleTransferModule
 from .utils import native_bf16
@@ -178,6 +179,7 @@ def build(
 ) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, GracefulStop]:
     """Everything ``train`` needs, built from the config (also used by tests)."""
     datamodule = _DataModule(**_plain(cfg.data))
+    datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
     module = StyleTransferModule(
         model=_plain(cfg.model),
         loss=_plain(cfg.loss),
@@ -194,7 +196,7 @@ def build(
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
-            filename="step={step:06d}",
+            filename="step_{step:06d}",
             auto_insert_metric_name=False,
             every_n_train_steps=int(cfg.checkpoint_every),
             save_top_k=-1,
@@ -230,10 +232,29 @@ IGNORED_WARNINGS = (
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a style network as configured; returns a summary (steps, losses, paths)."""
-    with warnings.catch_warnings():
-        for message in IGNORED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        return _train(cfg)
+    run_dir = Path(cfg.run_dir)
+    try:
+        with warnings.catch_warnings():
+            for message in IGNORED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            return _train(cfg)
+    except FastnsError:
+        _remove_if_unused(run_dir)
+        raise
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that a failed start left with nothing but Hydra's own files in it.
+
+    Hydra writes ``.hydra/`` and ``train.log`` before the task starts; a folder holding any other
+    file (checkpoints, TensorBoard events, the user's files) is kept.
+    """
+    try:
+        files = [p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file()]
+        if run_dir.is_dir() and all(f.parts[0] == ".hydra" or str(f) == "train.log" for f in files):
+            shutil.rmtree(run_dir)
+    except OSError as e:  # leave it; the error being reported matters more
+        log.debug("could not remove %s: %s", run_dir, e)
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights, VGG19_Weights
 from torchvision.models.vgg import cfgs as _vgg_cfgs
 
-from .errors import ConfigError, FastnsError, first_line
+from .errors import ConfigError, DownloadError, FastnsError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,7 +134,7 @@ def _load_weights(features: nn.Sequential, arch: str, weights: str, seed: int) -
         try:
             sd = enum.get_state_dict(progress=True, check_hash=True)
         except Exception as e:  # offline, proxy, HTTP error, corrupt cache, hash mismatch
-            raise FastnsError(
+            raise DownloadError(
                 f"could not download torchvision's ImageNet {arch.upper()} weights ({first_line(e)}); "
                 f"pass a local state dict with loss.vgg.weights=/path/to/{arch}.pth"
             ) from None

@@ -8,10 +8,11 @@ python scripts/evaluate.py model=... images=photos/val/ max_images=5 image_size=
 import hydra
 from omegaconf import DictConfig
 
-from fastns.cli import user_errors
+from fastns.cli import checked_command_line, user_errors
 from fastns.evaluate import run
 
 
+@checked_command_line("../configs/tools", "evaluate")
 @hydra.main(version_base="1.3", config_path="../configs/tools", config_name="evaluate")
 @user_errors
 def main(cfg: DictConfig) -> None:

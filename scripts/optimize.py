@@ -8,10 +8,11 @@ python scripts/optimize.py content=null style=starry_night output=texture.png im
 import hydra
 from omegaconf import DictConfig
 
-from fastns.cli import user_errors
+from fastns.cli import checked_command_line, user_errors
 from fastns.optimize import run
 
 
+@checked_command_line("../configs", "optimize")
 @hydra.main(version_base="1.3", config_path="../configs", config_name="optimize")
 @user_errors
 def main(cfg: DictConfig) -> None:

@@ -10,10 +10,11 @@ python scripts/stylize.py model=... input=webcam
 import hydra
 from omegaconf import DictConfig
 
-from fastns.cli import user_errors
+from fastns.cli import checked_command_line, user_errors
 from fastns.stylize import run
 
 
+@checked_command_line("../configs/tools", "stylize")
 @hydra.main(version_base="1.3", config_path="../configs/tools", config_name="stylize")
 @user_errors
 def main(cfg: DictConfig) -> None:

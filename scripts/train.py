@@ -8,10 +8,11 @@ python scripts/train.py experiment=quickstart
 import hydra
 from omegaconf import DictConfig
 
-from fastns.cli import interrupted_status, user_errors
+from fastns.cli import checked_command_line, interrupted_status, user_errors
 from fastns.train import train
 
 
+@checked_command_line("../configs", "train")
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> None:

@@ -64,7 +64,7 @@ def test_cli_training_writes_run_folder_and_resumes(tmp_path, photos, style_file
     # The resolved config, checkpoints (periodic and last), events and the model file.
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert ckpts == ["last.ckpt", "step=000002.ckpt", "step=000004.ckpt"]
+    assert ckpts == ["last.ckpt", "step_000002.ckpt", "step_000004.ckpt"]
     ea = events(run_dir)
     scalars = set(ea.Tags()["scalars"])
     for tag in [
