@@ -51,7 +51,7 @@ def main() -> None:
             sheet.paste(im, (x, y + LABEL + (CELL - im.height) // 2))
             x += im.width + 4
         y += CELL + LABEL + 4
-    sheet.save(args.output, quality=85, optimize=True)
+    sheet.save(args.output, quality=80, optimize=True)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height})")
 
 
