@@ -31,6 +31,10 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: reads more when given a file directly).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
+#: The smallest image side any task takes, px: the network's two stride-2 stages and VGG's three
+#: poolings before relu4_x need that much.
+MIN_SIDE = 8
+
 # Pillow's save options per format: high quality by default, these are outputs people look at.
 _SAVE_OPTIONS = {
     "JPEG": {"quality": 95, "subsampling": 0},

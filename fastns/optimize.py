@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .color import preserve_color as _preserve_color
-from .errors import ConfigError, first_line, gather
-from .image import check_output_path, fit_longest, load_image, resize, save_image
+from .errors import ConfigError, ImageError, first_line, gather
+from .image import MIN_SIDE, check_output_path, fit_longest, load_image, open_image, resize, save_image
 from .losses import PerceptualLoss
 from .style import Style
 from .utils import as_list, resolve_device
@@ -275,6 +275,10 @@ def run(cfg: DictConfig) -> Path:
     optimizer = build_optimizer(cfg.optimizer)
 
     # Load everything before the long part, so a bad file fails in the first second.
+    if content_path is not None:
+        w, h = open_image(content_path).size  # the photo's own size: a tiny one would be upscaled to mush
+        if min(w, h) < MIN_SIDE:
+            raise ImageError(f"{content_path}: {w}x{h} px is too small to stylise ({MIN_SIDE} px minimum)")
     content = load_image(content_path, size=scales[-1], device=device) if content_path is not None else None
     if init_is_path:
         load_image(cfg.init)  # validate the init file early

@@ -139,6 +139,12 @@ CASES = {
         ("content={photo}", "style.image={style}", "output={photo}/out.png"),
         "is a file, not a folder",
     ),
+    "optimize_one_pixel_content": Case(
+        "optimize",
+        ("content={one_pixel}", "style.image={style}", "output={tmp}/out.png"),
+        "{one_pixel}: 1x1 px is too small",
+        ("out.png",),
+    ),
     "optimize_bad_extension": Case(
         "optimize",
         ("content={photo}", "style.image={style}", "output={tmp}/out.xyz"),
@@ -203,6 +209,23 @@ CASES = {
         ("model={model}", "input={photo}", "tile=10", "output={tmp}/o.png"),
         "tile=10 must be at least",
         ("o.png",),
+    ),
+    "stylize_one_pixel": Case(
+        "stylize",
+        ("model={model}", "input={one_pixel}", "output={tmp}/o.png"),
+        "{one_pixel}: 1x1 px is too small",
+        ("o.png",),
+    ),
+    "stylize_folder_to_image_name": Case(
+        "stylize",
+        ("model={model}", "input={photos}", "output={tmp}/out.png", *QUIET),
+        "needs an output folder",
+        ("out.png",),
+    ),
+    "stylize_folder_all_bad": Case(
+        "stylize",
+        ("model={model}", "input={bad_folder}", "output={tmp}/out", *QUIET),
+        "none of 2 file(s) could be",
     ),
     "stylize_fake_video": Case(
         "stylize",
@@ -287,6 +310,11 @@ def files(tmp_path, style_file) -> dict[str, str]:
     save_file(
         {"w": torch.zeros(1)}, str(future), metadata={"format": "fastns.transformer", "format_version": "99"}
     )
+    one_pixel = make_photo(tmp_path / "dot.png", size=(1, 1))
+    bad_folder = tmp_path / "bad_folder"
+    bad_folder.mkdir()
+    (bad_folder / "a.jpg").write_bytes(b"not a jpeg")
+    make_photo(bad_folder / "b.png", size=(4, 3))
     fake_video = tmp_path / "clip.mp4"
     fake_video.write_text("not a video")
     ckpt_named_model = tmp_path / "model.ckpt"
@@ -306,6 +334,8 @@ def files(tmp_path, style_file) -> dict[str, str]:
         "model": str(model),
         "future_model": str(future),
         "model_with_loss": str(model_with_loss),
+        "one_pixel": str(one_pixel),
+        "bad_folder": str(bad_folder),
         "fake_video": str(fake_video),
         "ckpt_named_model": str(ckpt_named_model),
         "not_utf8": f"{tmp_path}/caf\udce9.jpg",  # a Latin-1 file name, as Python holds it in argv

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ImageError
 from ..hub import sha256_file
-from ..image import load_image
+from ..image import MIN_SIDE, load_image
 from ..metrics import GRID_PERIOD, HIST_BINS, SSIM_SIGMA, color_histogram
 from ..stylize import Stylizer
 from ..utils import as_list, atomic_write, resolve_device
@@ -46,8 +46,6 @@ from .report import format_iterations, render_report, summary_lines
 
 log = logging.getLogger(__name__)
 
-#: Smallest side of a photo at ``image_size``: the VGG's relu4_x layers need 8 px (three poolings).
-MIN_SIDE = 8
 #: Format version of metrics.json, bumped on incompatible changes.
 METRICS_VERSION = 1
 

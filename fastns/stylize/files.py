@@ -19,10 +19,9 @@ from ..image import (
     find_images,
     glob_base,
     image_format,
-    load_image,
     save_image,
 )
-from .stylizer import Stylizer, check_controls
+from .stylizer import Stylizer, check_controls, load_content
 from .threads import Background, Writer
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def stylize_image(
     """
     output = check_output_path(output, [input])
     start = time.perf_counter()
-    out = stylizer.stylize(load_image(input, max_size=max_size), **controls)
+    out = stylizer.stylize(load_content(input, max_size), **controls)
     save_image(out, output)
     log.info("wrote %s (%dx%d, %.2fs)", output, out.shape[-1], out.shape[-2], time.perf_counter() - start)
     return output
@@ -104,6 +103,8 @@ def stylize_folder(
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output={output} is a file; a folder input needs an output folder")
+    if not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ConfigError(f"output={output}: a folder input needs an output folder, not an image file name")
     folder = Path(input) if Path(input).is_dir() else glob_base(str(input))
     if output.resolve() == folder.resolve():
         raise ConfigError(f"output={output} is the input folder; refusing to overwrite the input images")
@@ -135,7 +136,7 @@ def stylize_folder(
     def produce(put: Callable[[Any], None]) -> None:
         for p in files:
             try:
-                put((p, load_image(p, max_size=max_size)))
+                put((p, load_content(p, max_size)))
             except ImageError as e:
                 put((p, e))
 

@@ -43,12 +43,22 @@ from PIL import Image
 from ..color import preserve_color as _preserve_color
 from ..color import rgb_to_yuv420p
 from ..errors import ConfigError, ImageError, ModelFileError
-from ..image import pil_to_tensor, resize_longest, resize_pil, tensor_to_pil, to_rgb
+from ..image import MIN_SIDE, load_image, pil_to_tensor, resize_longest, resize_pil, tensor_to_pil, to_rgb
 from ..modelfile import ModelInfo, load_model
 from ..transformer import DEFAULT_BORDER, PaddedNet, TransformerNet, padding
 from ..utils import resolve_device
 from .inference import prepare, resolve_dtype
 from .tiling import MIN_TILE, stylize_tiled
+
+
+def load_content(path: str | os.PathLike, max_size: int | None = None) -> torch.Tensor:
+    """An image file as ``(1, 3, H, W)`` for the network (``max_size``: downscale only); too small: an error naming it."""
+    image = load_image(path, max_size=max_size)
+    if min(image.shape[-2:]) < MIN_SIDE:
+        raise ImageError(
+            f"{path}: {image.shape[-1]}x{image.shape[-2]} px is too small to stylise ({MIN_SIDE} px minimum)"
+        )
+    return image
 
 
 class Stylizer:
@@ -177,8 +187,10 @@ class Stylizer:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
-        if min(images.shape[-2:]) < 8:
-            raise ImageError(f"image of {images.shape[-1]}x{images.shape[-2]} px is too small (8 px minimum)")
+        if min(images.shape[-2:]) < MIN_SIDE:
+            raise ImageError(
+                f"image of {images.shape[-1]}x{images.shape[-2]} px is too small ({MIN_SIDE} px minimum)"
+            )
         out_device = images.device
         images = images.float()
         if max_size is not None and max(images.shape[-2:]) > max_size:

@@ -130,6 +130,10 @@ def run(cfg: DictConfig) -> Any:
         log.info("wrote %d image(s) to %s in %.1fs", len(report.written), output, report.seconds)
         if report.skipped:
             first, reason = report.skipped[0]
+            if not report.written:
+                raise SkippedFilesError(
+                    f"none of {len(report.skipped)} file(s) could be stylised (first: {reason})"
+                )
             raise SkippedFilesError(
                 f"{len(report.skipped)} of {len(report.skipped) + len(report.written)} file(s) skipped "
                 f"(first: {reason}); the others were written to {output}"
