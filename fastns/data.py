@@ -112,8 +112,12 @@ def square_crop(im: Image.Image, size: int, rng=None) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
+#: Unreadable files passed over for one sample before giving up: a folder this broken is not a dataset.
+MAX_SKIPPED = 50
+
+
 class ContentImages(Dataset):
-    """Square crops of the images in ``files``: ``{"image": (3, S, S) in [0, 1], "skipped": int}``.
+    """Square crops of the images in ``files``: ``{"image": (3, S, S) in [0, 1], "skipped": int, "skipped_files": ...}``.
 
     Args:
         files: image paths.
@@ -121,7 +125,9 @@ class ContentImages(Dataset):
         train: random crop + horizontal flip (``True``) or the centre crop (``False``).
 
     An unreadable file is replaced by the next readable one; ``skipped`` counts how many were
-    passed over for this sample, and each bad file is warned about once per worker.
+    passed over for this sample and ``skipped_files`` holds their indices in ``files``
+    (:data:`MAX_SKIPPED` long, padded with -1) so that a trainer can count distinct files. Each
+    bad file is warned about once per worker.
     """
 
     def __init__(self, files: Sequence[Path], image_size: int, train: bool = True) -> None:
@@ -146,15 +152,38 @@ class ContentImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         n = len(self.files)
-        for skipped in range(min(n, 50)):
+        passed_over = torch.full(
+            (MAX_SKIPPED,), -1, dtype=torch.long
+        )  # indices of unreadable files, -1 padded
+        for skipped in range(min(n, MAX_SKIPPED)):
             i = (index + skipped) % n
             try:
-                return {"image": self._load(i), "skipped": skipped}
+                return {"image": self._load(i), "skipped": skipped, "skipped_files": passed_over}
             except ImageError as e:
+                passed_over[skipped] = i
                 if self.files[i] not in self._warned:
                     self._warned.add(self.files[i])
                     log.warning("skipping unreadable training image: %s", e)
-        raise ImageError(f"{self.files[index]}: this and the next {min(n, 50) - 1} images are all unreadable")
+        raise ImageError(
+            f"{self.files[index]}: this and the next {min(n, MAX_SKIPPED) - 1} images are all unreadable"
+        )
+
+
+def _readable(files: Sequence[Path]) -> list[Path]:
+    """The validation photos that can be read, checked once up front (they are few): the previews and
+    the validation loss then always show the same photos. Unreadable ones are left out with a
+    warning; none readable is a one-line error naming the first."""
+    readable, reasons = [], []
+    for path in files:
+        try:
+            open_image(path)
+            readable.append(path)
+        except ImageError as e:
+            reasons.append(str(e))
+            log.warning("validation photo left out: %s", e)
+    if not readable:
+        raise ImageError(f"none of the {len(files)} validation photo(s) can be read (first: {reasons[0]})")
+    return readable
 
 
 class ContentDataModule(pl.LightningDataModule):
@@ -201,7 +230,7 @@ class ContentDataModule(pl.LightningDataModule):
         else:
             train_files, val_files = files, files[: max(self.val_size, 1)]
         self.train_set = ContentImages(train_files, self.image_size, train=True)
-        self.val_set = ContentImages(val_files, self.image_size, train=False)
+        self.val_set = ContentImages(_readable(val_files), self.image_size, train=False)
         log.info("content images: %d for training, %d for validation", len(train_files), len(val_files))
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

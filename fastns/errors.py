@@ -55,6 +55,18 @@ def gather(*steps: Callable[[], T]) -> list[T]:
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type name if it has none): what one-line errors quote."""
+    """The first line of an exception's message (its type name if it has none): what one-line errors quote.
+
+    An error raised in a DataLoader worker process reaches the main process as "Caught X in
+    DataLoader worker process N" followed by the worker's traceback, whose last line is the
+    original ``module.X: message``: that message is the one to quote.
+    """
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    lines = text.splitlines()
+    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        last = lines[-1]
+        prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+        return last.removeprefix(prefix) if last.startswith(prefix) else last
+    return lines[0]

@@ -80,6 +80,7 @@ class StyleTransferModule(pl.LightningModule):
         self._last_finite_step = 0
         self._previews: list[torch.Tensor] = []
         self._skipped = 0
+        self._skipped_files: set[int] = set()  # indices (in the training file list) of unreadable files
         self._skipped_cache: tuple[int, torch.Tensor] | None = None  # (count, its device copy)
         self._start_time = time.time()
         self._train_seconds = 0.0
@@ -119,7 +120,11 @@ class StyleTransferModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None and self._nonfinite is not None:
             self._check_finite()  # never write diverged weights
-        checkpoint["fastns"] = self.model_info().as_dict()
+        # The unreadable files' indices too, so that a resumed run keeps counting distinct files.
+        checkpoint["fastns"] = {
+            **self.model_info().as_dict(),
+            "skipped_file_indices": sorted(self._skipped_files),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = {k.removeprefix("net.") for k in checkpoint.get("state_dict", {}) if k.startswith("net.")}
@@ -131,7 +136,8 @@ class StyleTransferModule(pl.LightningModule):
             )
         prev = checkpoint.get("fastns", {}).get("training", {})
         self._train_seconds = float(prev.get("train_seconds", 0.0))
-        self._skipped = int(prev.get("skipped_files", 0))
+        self._skipped_files = set(checkpoint.get("fastns", {}).get("skipped_file_indices", []))
+        self._skipped = int(prev.get("skipped_files", len(self._skipped_files)))
 
     # -- training ----------------------------------------------------------------------------
 
@@ -176,12 +182,16 @@ class StyleTransferModule(pl.LightningModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Count skipped files on the host, before the batch goes to the GPU: reading a GPU
         # tensor every step would stall the pipeline.
-        skipped = batch.pop("skipped", None) if isinstance(batch, dict) else None
-        if skipped is not None and self._trainer is not None and self.trainer.training:
-            n = int(skipped.sum())
-            if n:
-                self._skipped += n
-                log.warning("%d unreadable training image(s) skipped so far", self._skipped)
+        if isinstance(batch, dict):
+            batch.pop("skipped", None)
+            indices = batch.pop("skipped_files", None)
+            if indices is not None and self._trainer is not None and self.trainer.training:
+                # Distinct files, not skip events: a broken file comes up again every epoch.
+                new = set(indices[indices >= 0].tolist()) - self._skipped_files
+                if new:
+                    self._skipped_files |= new
+                    self._skipped = len(self._skipped_files)
+                    log.warning("%d unreadable training image(s) skipped so far", self._skipped)
         return batch
 
     def _queues_steps(self) -> bool:

@@ -66,6 +66,12 @@ CASES = {
         "train", (*TINY_TRAIN, "model.norm=group"), "model.norm='group' must be one of", ("run",)
     ),
     "train_tiny_crops": Case("train", (*TINY_TRAIN, "data.image_size=4"), "at least 8 px", ("run",)),
+    "train_unreadable_val_photos": Case(
+        "train",
+        (*TINY_TRAIN, "data.val_root={bad_val}"),
+        "none of the 2 validation photo(s) can be read",
+        ("run",),
+    ),
     "train_resume_nothing": Case(
         "train", (*TINY_TRAIN, "ckpt_path=last"), "ckpt_path=last: no checkpoint", ("run",)
     ),
@@ -315,6 +321,10 @@ def files(tmp_path, style_file) -> dict[str, str]:
     bad_folder.mkdir()
     (bad_folder / "a.jpg").write_bytes(b"not a jpeg")
     make_photo(bad_folder / "b.png", size=(4, 3))
+    bad_val = tmp_path / "bad_val"
+    bad_val.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (bad_val / name).write_bytes(b"not an image")
     fake_video = tmp_path / "clip.mp4"
     fake_video.write_text("not a video")
     ckpt_named_model = tmp_path / "model.ckpt"
@@ -336,6 +346,7 @@ def files(tmp_path, style_file) -> dict[str, str]:
         "model_with_loss": str(model_with_loss),
         "one_pixel": str(one_pixel),
         "bad_folder": str(bad_folder),
+        "bad_val": str(bad_val),
         "fake_video": str(fake_video),
         "ckpt_named_model": str(ckpt_named_model),
         "not_utf8": f"{tmp_path}/caf\udce9.jpg",  # a Latin-1 file name, as Python holds it in argv

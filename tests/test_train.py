@@ -412,3 +412,15 @@ def test_interrupted_script_exits_130_or_143_with_a_checkpoint(tmp_path, photos,
     assert "Resume with: ckpt_path=last" in err.decode()
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2
     assert not (run_dir / "model.safetensors").exists()  # not a finished run
+
+
+@pytest.mark.integration
+def test_skipped_files_are_counted_once_each_however_often_they_come_up(tmp_path, photos, style_file):
+    for name in ("broken_a.jpg", "broken_b.jpg", "broken_c.jpg"):
+        (photos / name).write_bytes(b"not a jpeg")
+    val = tmp_path / "val"
+    make_photo(val / "v.jpg", size=(40, 40), seed=7)
+    run_dir = tmp_path / "run"
+    # 13 files, 40 draws: about three epochs, each passing over all three broken files.
+    summary = train(compose("train", [*tiny(photos, style_file, run_dir, steps=20), f"data.val_root={val}"]))
+    assert summary["skipped_files"] == 3
