@@ -10,13 +10,14 @@ import hydra
 from omegaconf import DictConfig
 
 from fastns.cli import checked_command_line, user_errors
-from fastns.export import run
 
 
 @checked_command_line("../configs/tools", "export")
 @hydra.main(version_base="1.3", config_path="../configs/tools", config_name="export")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    from fastns.export import run  # here, not at the top: --help answers without loading PyTorch
+
     run(cfg)
 
 

@@ -9,13 +9,14 @@ import hydra
 from omegaconf import DictConfig
 
 from fastns.cli import checked_command_line, user_errors
-from fastns.optimize import run
 
 
 @checked_command_line("../configs", "optimize")
 @hydra.main(version_base="1.3", config_path="../configs", config_name="optimize")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    from fastns.optimize import run  # here, not at the top: --help answers without loading PyTorch
+
     run(cfg)
 
 

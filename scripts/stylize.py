@@ -11,13 +11,14 @@ import hydra
 from omegaconf import DictConfig
 
 from fastns.cli import checked_command_line, user_errors
-from fastns.stylize import run
 
 
 @checked_command_line("../configs/tools", "stylize")
 @hydra.main(version_base="1.3", config_path="../configs/tools", config_name="stylize")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    from fastns.stylize import run  # here, not at the top: --help answers without loading PyTorch
+
     run(cfg)
 
 
