@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import re
 import signal
 import sys
@@ -35,6 +36,33 @@ def interrupted_status(signal_name: str) -> int:
         return EXIT_INTERRUPTED
 
 
+class _LevelPrefix(logging.Formatter):
+    """``warning: <message>``, like the scripts' own ``error: <message>`` lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+def _below_warning(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.WARNING
+
+
+def split_log_streams() -> None:
+    """Send log warnings and errors to stderr as ``warning: <message>``, progress and results to stdout.
+
+    Hydra's logging configuration writes every level to stdout, where a warning (a skipped file)
+    would be lost in a redirected output. Applied to the console handler Hydra installed.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout:
+            handler.addFilter(_below_warning)
+            errors = logging.StreamHandler(sys.stderr)
+            errors.setLevel(logging.WARNING)
+            errors.setFormatter(_LevelPrefix("%(message)s"))
+            root.addHandler(errors)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a task so that user errors print ``error: <one line>`` and exit non-zero.
 
@@ -43,6 +71,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        split_log_streams()
         try:
             return fn(*args, **kwargs)
         except FastnsError as e:
