@@ -424,3 +424,29 @@ def test_skipped_files_are_counted_once_each_however_often_they_come_up(tmp_path
     # 13 files, 40 draws: about three epochs, each passing over all three broken files.
     summary = train(compose("train", [*tiny(photos, style_file, run_dir, steps=20), f"data.val_root={val}"]))
     assert summary["skipped_files"] == 3
+
+
+@pytest.mark.integration
+def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, photos, style_file):
+    """SIGKILL (out of memory, a lost node) leaves no chance to save: the periodic last.ckpt is what remains."""
+    run_dir = tmp_path / "run"
+    args = [*tiny(photos, style_file, run_dir, steps=100000)[:-1], f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(TRAIN)]
+    proc = subprocess.Popen(
+        [*cmd, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("step_*.ckpt")):  # a periodic checkpoint is written
+        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    time.sleep(0.5)  # somewhere in the middle of later steps
+    proc.kill()
+    proc.wait(timeout=60)
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    finish = step + 2
+    resume = [*args, f"trainer.max_steps={finish}", "ckpt_path=last"]
+    done = subprocess.run([*cmd, *resume], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, info = load_model(run_dir / "model.safetensors")
+    assert info.training["steps"] == finish
