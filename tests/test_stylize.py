@@ -384,6 +384,21 @@ def test_yuv420p_conversion_matches_ffmpeg(tmp_path):
 
 
 @pytest.mark.integration
+def test_damaged_packets_in_the_middle_do_not_stop_the_video(monkeypatch, capsys, tmp_path, model_file):
+    clip = make_video(tmp_path / "clip.mp4", frames=60, size=(160, 120), audio=None)
+    data = bytearray(clip.read_bytes())
+    start = len(data) // 3  # the middle of the frame data (the index of an .mp4 is at its end)
+    for k in range(start, start + len(data) // 6):
+        data[k] = (data[k] * 7 + 13) % 256
+    clip.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", f"input={clip}", f"output={out}"])
+    assert code == 0, err
+    assert "damaged video packet" in err and err.startswith("warning: ")
+    assert 0 < len(probe(out)["frames"]) < 60  # the frames before and after the damage are there
+
+
+@pytest.mark.integration
 def test_video_interrupted_leaves_no_file(tmp_path, stylizer, monkeypatch):
     clip = make_video(tmp_path / "clip.mp4", audio=None)
     calls = []

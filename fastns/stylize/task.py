@@ -114,6 +114,12 @@ def run(cfg: DictConfig) -> Any:
             report.fps,
             report.audio_streams,
         )
+        if report.damaged_packets:
+            log.warning(
+                "%s: %d damaged video packet(s) skipped; the other frames were written, with their timing",
+                input,
+                report.damaged_packets,
+            )
         return report
     if kind == "folder":
         report = stylize_folder(

@@ -94,6 +94,7 @@ class VideoReport:
     fps: float
     size: tuple[int, int]
     audio_streams: int
+    damaged_packets: int = 0  # video packets that could not be decoded, skipped with a warning
 
 
 def stylize_video(
@@ -192,7 +193,7 @@ def stylize_video(
                             output.suffix,
                         )
                 try:
-                    report.frames = _video_pipeline(
+                    report.frames, report.damaged_packets = _video_pipeline(
                         av,
                         source,
                         vin,
@@ -230,8 +231,9 @@ def _video_pipeline(
     batch_size: int,
     controls: dict,
     bar: Any,
-) -> int:
-    """Decode (thread) -> stylise (this thread) -> encode and mux (thread). Returns the frame count.
+) -> tuple[int, int]:
+    """Decode (thread) -> stylise (this thread) -> encode and mux (thread). Returns the frames written and the
+    damaged packets skipped.
 
     Audio packets travel through the same queues as the video frames, so the one writer thread
     is the only one touching the output container, and packets reach the muxer in decoding order
@@ -239,11 +241,23 @@ def _video_pipeline(
     """
     width, height = size
 
+    damaged = 0
+
     def decode(put: Callable[[Any], None]) -> None:
+        nonlocal damaged
         try:
             for packet in source.demux(vin, *audio_in):
                 if packet.stream.type == "video":
-                    for frame in packet.decode():
+                    try:
+                        decoded = packet.decode()
+                    except av.error.InvalidDataError as e:
+                        # A damaged packet loses its frame(s); the decoder recovers at the next
+                        # keyframe, and the output keeps the source's timing for the rest.
+                        damaged += 1
+                        if damaged == 1:  # the rest are counted in the summary, not one line each
+                            log.warning("%s: skipping damaged video packets (%s)", source.name, first_line(e))
+                        continue
+                    for frame in decoded:
                         rgb = frame.to_ndarray(format="rgb24", width=width, height=height)  # swscale, here
                         put(("video", rgb, frame.pts, frame.time_base))
                 else:  # audio, including the final empty packet that flushes a re-encoder
@@ -315,6 +329,8 @@ def _video_pipeline(
             writer.submit(finish)
     finally:
         bar.close()
+    if count == 0 and damaged:
+        raise VideoError(f"{source.name}: no frame could be decoded ({damaged} damaged packet(s))")
     if count == 0:
         raise VideoError(f"{source.name}: no frames could be decoded")
-    return count
+    return count, damaged
