@@ -267,6 +267,18 @@ CASES = {
         "no loss settings",
         ("report",),
     ),
+    "evaluate_pickle_as_model": Case(
+        "evaluate",
+        ("model={evil_pth}", "images={photo}", "output={tmp}/report"),
+        "not a fastns model file",
+        ("report", "code_ran"),
+    ),
+    "evaluate_vgg_malicious": Case(
+        "evaluate",
+        ("model={model_with_loss}", "images={photo}", "output={tmp}/report", "loss.vgg.weights={evil_pth}"),
+        "not a readable PyTorch state dict",
+        ("report", "code_ran"),
+    ),
     "evaluate_not_a_number": Case(
         "evaluate", ("model={model}", "images={photo}", "image_size=big"), "image_size takes"
     ),
