@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastns.stylize import DEFAULT_BORDER, Stylizer, stylize_video
-from fastns.transformer import TransformerNet
+from fastns.stylize import Stylizer, stylize_video
+from fastns.transformer import DEFAULT_BORDER, TransformerNet
 
 WIDTHS = {"full": 1.0, "half": 0.5}
 SIZES = ["256", "512", "1024", "1920x1080"]

@@ -22,6 +22,7 @@ from fastns.errors import ConfigError, ModelFileError
 from fastns.image import load_image
 from fastns.modelfile import save_model
 from fastns.stylize import Stylizer, inference, run_webcam, stylize_video
+from fastns.stylize.video import frame_slot
 from fastns.transformer import TransformerNet
 
 from .conftest import ROOT, make_photo
@@ -381,6 +382,16 @@ def test_yuv420p_conversion_matches_ffmpeg(tmp_path):
     assert ours.shape == ffmpeg.shape == (72, 64)
     assert diff[:48].max() <= 1  # luma: rounding only
     assert diff[48:].mean() < 1.5  # chroma: 2x2 average vs swscale's filter, differs at sharp edges only
+
+
+def test_frames_keep_their_source_time_and_never_go_back():
+    frame = Fraction(1, 25)
+    assert frame_slot(0, Fraction(1, 12800), frame, -1) == 0
+    assert frame_slot(80384, Fraction(1, 12800), frame, 156) == 157  # 6.28 s
+    assert frame_slot(1040, Fraction(1, 1000), frame, 24) == 26  # Matroska's rounded milliseconds
+    assert frame_slot(None, Fraction(1, 12800), frame, 26) == 27  # no timestamp: the next slot
+    # A frame from before the last one written (re-emitted after damage) is dropped, not moved.
+    assert frame_slot(64512, Fraction(1, 12800), frame, 157) is None
 
 
 @pytest.mark.integration

@@ -45,6 +45,21 @@ def tiny(photos: Path, style_file: Path, run_dir: Path, steps: int = 4) -> list[
     ]
 
 
+def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``scripts/train.py args`` as a separate process (signals reach it as they reach a user's run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(TRAIN), *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    """Wait until ``ready()`` while ``proc`` runs; fail if it ends or takes longer than ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, "training did not get there"
+        time.sleep(0.2)
+
+
 def run_cli(script: Path, args: list[str], monkeypatch) -> int:
     return run_any_script(script, args, monkeypatch)[0]
 
@@ -394,18 +409,8 @@ def test_interrupted_script_exits_130_or_143_with_a_checkpoint(tmp_path, photos,
     """A scheduler tells an interrupted run from a finished one by its exit status (SLURM requeue)."""
     run_dir = tmp_path / "run"
     args = [*tiny(photos, style_file, run_dir, steps=100000)[:-1], f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, str(TRAIN), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # training has reached step 2
-        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.2)
+    proc = start_training(args, tmp_path)
+    wait_until(proc, lambda: (run_dir / "checkpoints" / "last.ckpt").exists())  # training reached step 2
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == status, err.decode()[-2000:]
@@ -431,22 +436,15 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, phot
     """SIGKILL (out of memory, a lost node) leaves no chance to save: the periodic last.ckpt is what remains."""
     run_dir = tmp_path / "run"
     args = [*tiny(photos, style_file, run_dir, steps=100000)[:-1], f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(TRAIN)]
-    proc = subprocess.Popen(
-        [*cmd, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while not list((run_dir / "checkpoints").glob("step_*.ckpt")):  # a periodic checkpoint is written
-        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.2)
+    proc = start_training(args, tmp_path)
+    wait_until(proc, lambda: any((run_dir / "checkpoints").glob("step_*.ckpt")))  # a periodic checkpoint
     time.sleep(0.5)  # somewhere in the middle of later steps
     proc.kill()
     proc.wait(timeout=60)
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     finish = step + 2
-    resume = [*args, f"trainer.max_steps={finish}", "ckpt_path=last"]
-    done = subprocess.run([*cmd, *resume], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = start_training([*args, f"trainer.max_steps={finish}", "ckpt_path=last"], tmp_path)
+    _, err = done.communicate(timeout=240)
+    assert done.returncode == 0, err.decode()[-2000:]
     _, info = load_model(run_dir / "model.safetensors")
     assert info.training["steps"] == finish

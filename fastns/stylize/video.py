@@ -84,6 +84,21 @@ def _even_size(width: int, height: int, max_size: int | None) -> tuple[int, int]
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
+def frame_slot(pts: int | None, time_base: Fraction, frame_time: Fraction, last: int) -> int | None:
+    """The output slot (in units of ``frame_time``, one frame) of a decoded frame, or None to drop it.
+
+    Source time is rounded to the nearest frame slot: exact for constant-rate sources even when
+    their container rounded the timestamps (Matroska's milliseconds). Slots must increase strictly
+    (a muxer requirement): a frame with no timestamp takes the next slot, and a frame from before
+    the last one written is dropped — after damaged packets a decoder can emit frames it held back
+    from before the damage, and placing them later would shift the rest of the clip.
+    """
+    if pts is None:
+        return last + 1
+    slot = round(pts * time_base / frame_time)
+    return slot if slot > last else None
+
+
 @dataclass
 class VideoReport:
     """What :func:`stylize_video` did."""
@@ -278,14 +293,17 @@ def _video_pipeline(
                 sink.mux(out_packet)
 
     last_pts = [-1]
+    frame_time = vout.codec_context.time_base  # 1 / frame rate, as set up by stylize_video
 
     def write_video(frames: np.ndarray, stamps: list) -> None:
         for planes, (pts, time_base) in zip(frames, stamps, strict=True):
+            slot = frame_slot(pts, time_base, frame_time, last_pts[0])
+            if slot is None:
+                log.debug("dropped a frame at %s, before the last one written", pts)
+                continue
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-            # Source time -> output frame slots, strictly increasing (a muxer requirement).
-            slot = round(pts * time_base / vout.time_base) if pts is not None else last_pts[0] + 1
-            frame.pts, frame.time_base = max(slot, last_pts[0] + 1), vout.time_base
-            last_pts[0] = frame.pts
+            frame.pts, frame.time_base = slot, frame_time
+            last_pts[0] = slot
             for packet in vout.encode(frame):
                 sink.mux(packet)
 
