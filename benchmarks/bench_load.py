@@ -128,7 +128,7 @@ def main() -> None:
             )
 
     print(
-        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(f"command: python benchmarks/bench_load.py {' '.join(sys.argv[1:])}".rstrip())
     print("| input | exit | wall s | max RSS MB | output | messages |")
