@@ -38,23 +38,47 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return device
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): native bf16 matrix units.
+#: CPU units that compute bfloat16 natively, and torch's probe for each (private: it may move).
+_CPU_BF16_PROBES = (("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
 
-    oneDNN runs bf16 convolutions on them faster than fp32 (benchmarks/README_stylize.md); on other CPUs bf16 is
-    emulated and slower than fp32.
+
+def cpu_bf16_units() -> str | None:
+    """This CPU's native bfloat16 units: ``"amx"`` (Intel Sapphire Rapids and later),
+    ``"avx512_bf16"`` (AMD Zen 4 and later, Intel Cooper Lake and later), or None.
+
+    oneDNN runs bf16 convolutions on either faster than fp32 (benchmarks/README_stylize.md); on
+    other CPUs bf16 is emulated and slower than fp32.
     """
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # the private probe moved or is missing in this torch build: assume not
-        return False
+    for name, probe in _CPU_BF16_PROBES:
+        try:
+            if getattr(torch.cpu, probe)():
+                return name
+        except Exception:  # the private probe moved or is missing in this torch build: assume not
+            continue
+    return None
+
+
+def bf16_is_native(device_type: str, cpu_units: str | None, cuda_bf16: bool) -> bool:
+    """The rule behind every ``precision=auto``: bfloat16 where the device computes it natively.
+
+    Args:
+        device_type: ``"cuda"``, ``"cpu"``, ``"mps"``...
+        cpu_units: :func:`cpu_bf16_units` of the CPU (AMX or AVX-512 BF16), or None.
+        cuda_bf16: whether the GPU has native bf16 (compute capability 8.0 and newer).
+    """
+    if device_type == "cuda":
+        return cuda_bf16
+    return device_type == "cpu" and cpu_units is not None
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes in bfloat16 natively (CUDA compute capability 8.0+, AMX CPUs)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and cpu_has_amx()
+    """Whether ``device`` computes in bfloat16 natively (CUDA compute capability 8.0+, CPUs with AMX or AVX-512 BF16)."""
+    cuda = (
+        device.type == "cuda"
+        and torch.cuda.is_available()
+        and torch.cuda.is_bf16_supported(including_emulation=False)
+    )
+    return bf16_is_native(device.type, cpu_bf16_units() if device.type == "cpu" else None, cuda)
 
 
 def as_list(value: Any) -> list:

@@ -126,8 +126,8 @@ def test_tiled_output_matches_untiled(tmp_path, kind):
     assert (half(photo, tile=128) - half(photo)).abs().mean() < 2 / 255
 
 
-def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_has_amx", lambda: True)
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    monkeypatch.setattr(inference, "native_bf16", lambda device: device.type == "cpu")
     net = tiny_net()
     fast = Stylizer(net, device="cpu")
     assert fast.dtype == torch.bfloat16
@@ -137,7 +137,7 @@ def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch):
     out = fast(x)
     assert out.dtype == torch.float32  # the boundary stays float32 in [0, 1]
     assert (out - exact(x)).abs().max() < 8 / 255  # bf16 keeps 8 bits: a few levels at most
-    monkeypatch.setattr(inference, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     assert Stylizer(net, device="cpu").dtype == torch.float32  # emulated bf16 would be slower
 
 

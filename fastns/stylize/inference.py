@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..transformer import TransformerNet
-from ..utils import cpu_has_amx
+from ..utils import native_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -114,20 +114,23 @@ def fold_norms(module: nn.Module) -> None:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The network's dtype for ``precision`` (:data:`PRECISIONS`) on ``device``."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r} must be one of {PRECISIONS}")
     if precision == "auto":
         # fp16 keeps ~11 bits (well under one 8-bit level after the sigmoid) and runs on tensor
-        # cores. On CPUs with AMX (Intel Sapphire Rapids and later) bf16 convolutions are ~2x
-        # fp32 (benchmarks/README_stylize.md) for a mean error under 1/255 (a trained model at
-        # 1024 px: mean 0.2-0.5/255, 0.3% of pixels beyond 8/255, none visible side by side), the
-        # trade OpenVINO makes by default on these CPUs. Elsewhere bf16 is emulated and slower,
-        # so other CPUs and MPS stay fp32.
+        # cores. On CPUs with native bf16 (AMX or AVX-512 BF16, fastns.utils.cpu_bf16_units) bf16
+        # convolutions are about twice as fast as fp32 (benchmarks/README_stylize.md) for a mean
+        # error under 1/255 on trained models (docs/stylize.md), the trade OpenVINO makes by
+        # default on these CPUs. Elsewhere bf16 is emulated and slower, so other CPUs and MPS
+        # stay fp32.
         if device.type == "cuda":
             return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and native_bf16(device) else torch.float32
     if precision == "fp16" and device.type == "cpu":
-        raise ConfigError("precision=fp16 is for GPUs; on the CPU use fp32 (exact) or bf16 (faster with AMX)")
+        raise ConfigError(
+            "precision=fp16 is for GPUs; on the CPU use fp32 (exact) or bf16 (faster with AMX or AVX-512 BF16)"
+        )
     return _DTYPES[precision]
 
 
