@@ -3,6 +3,7 @@
 
     python benchmarks/bench_gatys.py                       # CPU, or the GPU when there is one
     python benchmarks/bench_gatys.py --sizes 256 512 --repeats 5 --run-iterations 500
+    python benchmarks/bench_gatys.py --precisions fp32 bf16 --run-iterations 300   # bf16 VGG vs fp32
 
 Prints a Markdown table (median of --repeats timings) and the command that produced it. VGG
 weights do not change the speed, so random weights are used unless --weights is given; the full
@@ -63,15 +64,20 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def time_iteration(loss, content, repeats: int, device) -> float:
-    """Median seconds of one loss evaluation + backward at the content's size."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def time_iteration(loss, content, repeats: int, device, dtype=torch.float32) -> float:
+    """Median seconds of one loss evaluation + backward at the content's size (VGG in ``dtype``)."""
     x = content.clone().requires_grad_(True)
     times = []
     for i in range(repeats + 1):
         sync(device)
         t0 = time.perf_counter()
         x.grad = None
-        loss(x)["total"].backward()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            total = loss(x)["total"]
+        total.backward()
         sync(device)
         if i > 0:  # the first call warms up allocators and kernels
             times.append(time.perf_counter() - t0)
@@ -91,6 +97,9 @@ def main() -> None:
         "--weights", default="random", help="VGG weights: random | imagenet | path (speed is the same)"
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precisions", nargs="+", default=["fp32"], choices=sorted(DTYPES), help="VGG compute precisions"
+    )
     args = p.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -102,38 +111,51 @@ def main() -> None:
     print(
         "## One iteration (loss forward + backward through VGG), gatys layers (content relu4_2, style relu1_1..relu5_1)\n"
     )
-    print("| arch | size | image | s / iteration | iterations / s |")
-    print("|---|---|---|---|---|")
+    print("| arch | size | image | precision | s / iteration | iterations / s |")
+    print("|---|---|---|---|---|---|")
     for arch in args.archs:
         loss = make_loss("gatys", arch, args.weights, device)
         for size in args.sizes:
             content, style = images(size, device)
             loss.set_style(style)
             loss.set_content(content)
-            sec = time_iteration(loss, content, args.repeats, device)
             h, w = content.shape[-2:]
-            print(f"| {arch} | {size} | {w}x{h} | {sec:.3f} | {1 / sec:.2f} |", flush=True)
+            for precision in args.precisions:
+                sec = time_iteration(loss, content, args.repeats, device, DTYPES[precision])
+                print(f"| {arch} | {size} | {w}x{h} | {precision} | {sec:.3f} | {1 / sec:.2f} |", flush=True)
 
     if args.run_iterations > 0:
         print(
             f"\n## Whole run: {args.run_iterations} L-BFGS iterations (strong Wolfe) at {args.run_size} px\n"
         )
-        print("| loss | arch | evaluations | seconds | s / iteration | loss start -> end |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| loss | arch | precision | evaluations | seconds | s / iteration | loss start -> end | final loss in fp32 |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for name in ("johnson", "gatys"):
             arch = LOSSES[name][0]
             loss = make_loss(name, arch, args.weights, device)
             content, style = images(args.run_size, device)
             loss.set_style(style)
             loss.set_content(content)
-            sync(device)
-            r = optimize_image(loss, content, iterations=args.run_iterations, progress=False)
-            sync(device)
-            print(
-                f"| {name} | {arch} | {r.evaluations} | {r.seconds:.1f} | {r.seconds / args.run_iterations:.3f} | "
-                f"{r.losses[0]['total']:.3g} -> {r.losses[-1]['total']:.3g} |",
-                flush=True,
-            )
+            for precision in args.precisions:
+                sync(device)
+                r = optimize_image(
+                    loss,
+                    content,
+                    iterations=args.run_iterations,
+                    progress=False,
+                    compute_dtype=DTYPES[precision],
+                )
+                sync(device)
+                with torch.no_grad():
+                    exact = float(loss(r.image)["total"])  # the same yardstick for every precision
+                print(
+                    f"| {name} | {arch} | {precision} | {r.evaluations} | {r.seconds:.1f} | "
+                    f"{r.seconds / args.run_iterations:.3f} | {r.losses[0]['total']:.3g} -> {r.losses[-1]['total']:.3g} | "
+                    f"{exact:.4g} |",
+                    flush=True,
+                )
 
     print(f"\ncommand: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
 

@@ -127,9 +127,7 @@ def main() -> None:
                 (f"video {secs} s, 640x480 at 25 fps, damaged middle", r, f"{frames} of {secs * 25} frames")
             )
 
-    print(
-        f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"command: python benchmarks/bench_load.py {' '.join(sys.argv[1:])}".rstrip())
     print("| input | exit | wall s | max RSS MB | output | messages |")
     print("|---|---:|---:|---:|---|---|")

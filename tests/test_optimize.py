@@ -92,3 +92,33 @@ def test_preserve_color_keeps_content_chroma():
     yuv_out, yuv_c, yuv_s = rgb_to_yuv(out), rgb_to_yuv(content), rgb_to_yuv(stylised)
     assert torch.allclose(yuv_out[:, 1:], yuv_c[:, 1:], atol=1e-4)  # chroma from the content
     assert torch.allclose(yuv_out[:, :1], yuv_s[:, :1], atol=1e-4)  # luminance from the stylised image
+
+
+def test_bf16_vgg_reaches_the_loss_of_fp32(loss, photo):
+    """bfloat16 VGG features (autocast) steer L-BFGS as well: the final loss, measured in fp32, is close."""
+    content = load_image(photo)
+    loss.set_content(content)
+    finals = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        result = optimize_image(loss, content, iterations=30, progress=False, compute_dtype=dtype)
+        assert result.image.dtype == torch.float32  # pixels stay fp32
+        with torch.no_grad():
+            finals[dtype] = float(loss(result.image)["total"])
+    first = float(loss(content)["total"])
+    assert finals[torch.bfloat16] < 0.5 * first
+    assert finals[torch.bfloat16] == pytest.approx(finals[torch.float32], rel=0.05)
+
+
+def test_precision_auto_is_bf16_only_where_native(monkeypatch):
+    import fastns.optimize as optimize_mod
+    from fastns.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(optimize_mod, "native_bf16", lambda device: True)
+    assert optimize_mod._compute_dtype("auto", cpu) == torch.bfloat16
+    assert optimize_mod._compute_dtype("fp32", cpu) == torch.float32
+    monkeypatch.setattr(optimize_mod, "native_bf16", lambda device: False)
+    assert optimize_mod._compute_dtype("auto", cpu) == torch.float32
+    assert optimize_mod._compute_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ConfigError, match="precision='fp16' must be one of"):
+        optimize_mod._compute_dtype("fp16", cpu)
