@@ -26,7 +26,7 @@ How an image is stylised (every input kind goes through :meth:`Stylizer.stylize`
 
 Speed (benchmarks/README_stylize.md measures it): inference mode; the inference copy of the network
 (:mod:`fastns.stylize.inference`); channels-last memory layout on the CPU; fp16 on CUDA and bf16
-on CPUs with AMX by default (``precision``); optional ``torch.compile``.
+on CPUs with AMX or AVX-512 BF16 by default (``precision``); optional ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ class Stylizer:
         net: the :class:`TransformerNet` (it is copied; the original is not changed).
         info: the model file's description (style name etc.), if any.
         device: ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
-        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with AMX, fp32 elsewhere), ``"fp32"``
-            (exact), ``"bf16"`` or ``"fp16"`` (GPU only). Half precision changes outputs by a few
-            8-bit levels on average (fp16 < 1/255; bf16 0.2-0.5/255 mean, rare pixels up to ~25/255).
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with AMX or AVX-512 BF16, fp32
+            elsewhere), ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` (GPU only). Half precision
+            changes outputs by under one 8-bit level on average, rare pixels by more
+            (benchmarks/README_stylize.md measures trained networks).
         compile: ``torch.compile`` the network (``True``, or a mode name such as
             ``"max-autotune"``). The first call at each new size takes seconds to minutes.
         channels_last: channels-last memory layout; ``None`` (default): on the CPU only, where
