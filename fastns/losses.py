@@ -234,7 +234,9 @@ class PerceptualLoss(nn.Module):
             }
 
     def _apply(self, fn, recurse=True):
-        # Move the cached targets along with the module (.to(device), .half(), ...).
+        # Move the cached targets along with the module (.to(device), .half(), ...). Not buffers,
+        # the public way: DDP broadcasts every buffer of the model at every step, and the Gram
+        # targets (up to 512x512 per layer) would then cross the network for nothing.
         super()._apply(fn, recurse)
         self._style_targets = {k: fn(v) for k, v in self._style_targets.items()}
         self._style_scales = {k: fn(v) for k, v in self._style_scales.items()}
