@@ -20,11 +20,14 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+import torchvision
 
 from fastns.image import load_image
-from fastns.losses import PerceptualLoss
+from fastns.losses import PerceptualLoss, gram_matrix
 from fastns.optimize import optimize_image
 from fastns.utils import resolve_device
+from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD, layer_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -65,6 +68,54 @@ def sync(device) -> None:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def reference_iteration(
+    arch: str, content_layers: list[str], style_layers: list[str], content, style, repeats: int, device
+) -> float:
+    """Median seconds of one plain iteration: what a first implementation does.
+
+    The whole of torchvision's VGG ``features`` runs on the image, and on the content and style
+    images again to recompute the targets, every iteration, in fp32; the same loss terms (mean
+    squared errors of features and of C·H·W-normalised Gram matrices). Random weights: the speed
+    does not depend on them.
+    """
+    full = getattr(torchvision.models, arch)().features.to(device).eval().requires_grad_(False)
+    for i, m in enumerate(full):
+        if isinstance(m, torch.nn.ReLU):
+            full[i] = torch.nn.ReLU(inplace=False)
+    index = {name: i for i, name in enumerate(layer_names(arch))}
+    wanted = {index[n] for n in [*content_layers, *style_layers]}
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def run(img):
+        x, out = (img - mean) / std, {}
+        for i, m in enumerate(full):  # all layers, whatever the loss needs
+            x = m(x)
+            if i in wanted:
+                out[i] = x
+        return out
+
+    content_ids = [index[n] for n in content_layers]
+    style_ids = [index[n] for n in style_layers]
+    x = content.clone().requires_grad_(True)
+    times = []
+    for i in range(repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        x.grad = None
+        fx = run(x)
+        with torch.no_grad():
+            fc, fs = run(content), run(style)
+        total = sum(F.mse_loss(fx[j], fc[j]) for j in content_ids) + sum(
+            F.mse_loss(gram_matrix(fx[j]), gram_matrix(fs[j])) for j in style_ids
+        )
+        total.backward()
+        sync(device)
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def time_iteration(loss, content, repeats: int, device, dtype=torch.float32) -> float:
@@ -109,10 +160,13 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
     )
     print(
-        "## One iteration (loss forward + backward through VGG), gatys layers (content relu4_2, style relu1_1..relu5_1)\n"
+        "## One iteration (loss forward + backward through VGG), gatys layers (content relu4_2, style relu1_1..relu5_1);\n"
+        "the plain reference runs the whole VGG and recomputes the targets every iteration, in fp32\n"
     )
-    print("| arch | size | image | precision | s / iteration | iterations / s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| arch | size | image | precision | s / iteration | iterations / s | plain reference s / iteration | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for arch in args.archs:
         loss = make_loss("gatys", arch, args.weights, device)
         for size in args.sizes:
@@ -120,9 +174,14 @@ def main() -> None:
             loss.set_style(style)
             loss.set_content(content)
             h, w = content.shape[-2:]
+            _, c_layers, s_layers = LOSSES["gatys"]
+            ref = reference_iteration(arch, c_layers, s_layers, content, style, args.repeats, device)
             for precision in args.precisions:
                 sec = time_iteration(loss, content, args.repeats, device, DTYPES[precision])
-                print(f"| {arch} | {size} | {w}x{h} | {precision} | {sec:.3f} | {1 / sec:.2f} |", flush=True)
+                print(
+                    f"| {arch} | {size} | {w}x{h} | {precision} | {sec:.3f} | {1 / sec:.2f} | {ref:.3f} | {ref / sec:.2f}x |",
+                    flush=True,
+                )
 
     if args.run_iterations > 0:
         print(
