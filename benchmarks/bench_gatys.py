@@ -99,40 +99,41 @@ def reference_iteration(
 
     content_ids = [index[n] for n in content_layers]
     style_ids = [index[n] for n in style_layers]
+
+    def total(x):
+        fx = run(x)
+        with torch.no_grad():
+            fc, fs = run(content), run(style)
+        return sum(F.mse_loss(fx[j], fc[j]) for j in content_ids) + sum(
+            F.mse_loss(gram_matrix(fx[j]), gram_matrix(fs[j])) for j in style_ids
+        )
+
+    return median_iteration(total, content, repeats, device)
+
+
+def median_iteration(total, content, repeats: int, device) -> float:
+    """Median seconds of ``total(x).backward()`` for an image ``x`` the size of ``content``."""
     x = content.clone().requires_grad_(True)
     times = []
     for i in range(repeats + 1):
         sync(device)
         t0 = time.perf_counter()
         x.grad = None
-        fx = run(x)
-        with torch.no_grad():
-            fc, fs = run(content), run(style)
-        total = sum(F.mse_loss(fx[j], fc[j]) for j in content_ids) + sum(
-            F.mse_loss(gram_matrix(fx[j]), gram_matrix(fs[j])) for j in style_ids
-        )
-        total.backward()
+        total(x).backward()
         sync(device)
-        if i > 0:
+        if i > 0:  # the first call warms up allocators and kernels
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
 def time_iteration(loss, content, repeats: int, device, dtype=torch.float32) -> float:
     """Median seconds of one loss evaluation + backward at the content's size (VGG in ``dtype``)."""
-    x = content.clone().requires_grad_(True)
-    times = []
-    for i in range(repeats + 1):
-        sync(device)
-        t0 = time.perf_counter()
-        x.grad = None
+
+    def total(x):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            total = loss(x)["total"]
-        total.backward()
-        sync(device)
-        if i > 0:  # the first call warms up allocators and kernels
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            return loss(x)["total"]
+
+    return median_iteration(total, content, repeats, device)
 
 
 def main() -> None:
