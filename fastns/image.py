@@ -3,10 +3,10 @@
 Every image that leaves this module is a float tensor of shape ``(B, 3, H, W)`` with values
 in [0, 1] (``B = 1`` for a single file). Everything about file formats and colour modes lives
 here: any Pillow-readable file in any mode (L, LA, P, RGBA, CMYK, I;16, ...) is turned into RGB,
-with EXIF orientation applied and transparency composited on white; so do finding the images of a
-folder or glob (:func:`find_images`, one extension list) and resizing to a longest side. Saving is atomic: the image
-is written to a temporary file in the destination folder and renamed over the final name, so an
-interrupted run never leaves a half-written image behind.
+with EXIF orientation applied and transparency composited on white. Finding the images of a folder
+or glob (:func:`find_images`, one extension list) and resizing to a longest side live here too.
+Saving is atomic: the image is written to a temporary file in the destination folder and renamed
+over the final name, so an interrupted run never leaves a half-written image behind.
 """
 
 from __future__ import annotations

@@ -256,10 +256,10 @@ class StyleTransferModule(pl.LightningModule):
         """Whether ``training_step`` hands its scalars to ``self.log`` this step.
 
         Lightning writes step scalars only every ``log_every_n_steps`` steps, yet each ``self.log``
-        call costs host time at every step (11 calls a step; benchmarks/bench_train_host.py measures it). On a GPU that is time the host does not spend queueing the
-        next step, so only the steps Lightning writes are logged (the progress bar refreshes on those
-        too). On a CPU, where a step takes far longer than its logging, every step is logged and the bar
-        stays live.
+        call costs host time at every step (11 calls a step; benchmarks/bench_train_host.py measures
+        it). On a GPU that is time the host does not spend queueing the next step, so only the steps
+        Lightning writes are logged (the progress bar refreshes on those too). On a CPU, where a step
+        takes far longer than its logging, every step is logged and the bar stays live.
         """
         if not self._queues_steps() or self._trainer is None:
             return True

@@ -138,8 +138,9 @@ def resolve_precision(precision: Any, accelerator: Any) -> str:
     """``trainer.precision=auto``: ``bf16-mixed`` where bfloat16 is native, else ``32-true``.
 
     Native means a CUDA GPU of compute capability 8.0+ (A100, H100, RTX 30xx and newer) or a CPU with
-    AMX. There the step is faster at the same losses (benchmarks/README.md measures it); the Gram matrices and loss sums stay fp32 under autocast. Any other value
-    is passed to Lightning unchanged.
+    AMX or AVX-512 BF16 (``fastns.utils.bf16_is_native``). There the step is faster at the same
+    losses (benchmarks/README.md measures it); the Gram matrices and loss sums stay fp32 under
+    autocast. Any other value is passed to Lightning unchanged.
     """
     if str(precision) != "auto":
         return precision
