@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import ConfigError, FastnsError, ModelFileError, first_line
-from .modelfile import ModelInfo, export_checkpoint, load_any
+from .importers import EXAMPLES_SUFFIXES, load_network
+from .modelfile import ModelInfo, save_model
 from .transformer import DEFAULT_BORDER, PaddedNet, TransformerNet
 from .utils import atomic_write
 
@@ -199,10 +200,10 @@ def run(cfg: DictConfig) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not supported; use one of {sorted(FORMATS)}")
     output = Path(cfg.output) if cfg.output else src.with_suffix(FORMATS[fmt])
-    if fmt == "safetensors" and src.suffix != ".ckpt":
+    if fmt == "safetensors" and src.suffix.lower() not in (".ckpt", *EXAMPLES_SUFFIXES):
         raise ConfigError(
-            f"model={src}: format=safetensors turns a training checkpoint (.ckpt) into a model file; "
-            "for a model file use format=onnx or format=torchscript"
+            f"model={src}: format=safetensors turns a training checkpoint (.ckpt) or a pytorch/examples "
+            "network (.pth) into a model file; for a model file use format=onnx or format=torchscript"
         )
     if output.resolve() == src.resolve():
         raise ConfigError(f"output={output} is the input file; refusing to overwrite it")
@@ -211,10 +212,10 @@ def run(cfg: DictConfig) -> Path:
     border = int(cfg.border)
     if border < 0:
         raise ConfigError(f"border={border} must be >= 0")
+    net, info = load_network(src)
     if fmt == "safetensors":
-        path = export_checkpoint(src, output)
+        path = save_model(output, net, style=info.style, loss=info.loss, training=info.training)
     else:
-        net, info = load_any(src)
         exporter = export_onnx if fmt == "onnx" else export_torchscript
         path = exporter(net, info, output, border=border, verify=bool(cfg.verify))
     log.info("wrote %s", path)

@@ -12,7 +12,8 @@ loading it cannot run code). Its string metadata holds:
 
 ``load_model(path)`` rebuilds the network from this alone: no Hydra, no Lightning, no VGG.
 :class:`ModelInfo` is the one description of a trained network, also carried by training
-checkpoints (``load_checkpoint``, ``export_checkpoint``) and by the TorchScript/ONNX exports.
+checkpoints (``load_checkpoint``) and by the TorchScript/ONNX exports. Other projects' files:
+``fastns.importers``.
 """
 
 from __future__ import annotations
@@ -184,14 +185,3 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerNet, ModelInfo]
     except (KeyError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{path}: damaged fastns checkpoint ({first_line(e)})") from None
     return _build(path, info.model, weights).eval(), info
-
-
-def load_any(path: str | os.PathLike) -> tuple[TransformerNet, ModelInfo]:
-    """The network in a model file (``.safetensors``) or a training checkpoint (``.ckpt``)."""
-    return load_checkpoint(path) if Path(path).suffix == ".ckpt" else load_model(path)
-
-
-def export_checkpoint(ckpt: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Turn a training checkpoint into a model file."""
-    net, info = load_checkpoint(ckpt)
-    return save_model(output, net, style=info.style, loss=info.loss, training=info.training)

@@ -43,6 +43,9 @@ from .errors import ConfigError
 
 NORMS = ("instance", "batch")
 UPSAMPLES = ("nearest", "bilinear", "transpose")
+#: How raw decoder scores become [0, 1] images: ``sigmoid`` (fastns) or ``clamp`` (networks imported
+#: from pytorch/examples, whose output is clamped; ``fastns.importers`` folds their 0-255 scale in).
+OUTPUTS = ("sigmoid", "clamp")
 #: Reflection padding around an image at inference, px (``fastns.stylize`` explains why). A multiple
 #: of 4, so the network's two stride-2 stages see the image on the same grid as without it.
 DEFAULT_BORDER = 32
@@ -118,19 +121,28 @@ class TransformerNet(nn.Module):
         norm: ``"instance"`` (default, Ulyanov et al.) or ``"batch"`` (the paper).
         upsample: ``"nearest"`` (x2 nearest + conv, no checkerboard; default), ``"bilinear"``
             (x2 bilinear + conv) or ``"transpose"`` (the paper's transposed convolutions).
+        output: ``"sigmoid"`` (default) or ``"clamp"`` to [0, 1], the output of imported
+            pytorch/examples networks (:data:`OUTPUTS`).
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.
     """
 
     def __init__(
-        self, width: float = 1.0, num_residual: int = 5, norm: str = "instance", upsample: str = "nearest"
+        self,
+        width: float = 1.0,
+        num_residual: int = 5,
+        norm: str = "instance",
+        upsample: str = "nearest",
+        output: str = "sigmoid",
     ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ConfigError(f"model.norm={norm!r} must be one of {NORMS}")
         if upsample not in UPSAMPLES:
             raise ConfigError(f"model.upsample={upsample!r} must be one of {UPSAMPLES}")
+        if output not in OUTPUTS:
+            raise ConfigError(f"model.output={output!r} must be one of {OUTPUTS}")
         if not 0 < width <= 4:
             raise ConfigError(f"model.width={width} must be in (0, 4]")
         if num_residual < 0:
@@ -141,6 +153,9 @@ class TransformerNet(nn.Module):
             "norm": norm,
             "upsample": upsample,
         }
+        if output != "sigmoid":  # model files of fastns's own networks stay as they were
+            self.config["output"] = output
+        self.output = output
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
         self.encoder = nn.Sequential(
             ConvLayer(3, c1, 9, norm=norm),  # c9s1-32
@@ -169,6 +184,8 @@ class TransformerNet(nn.Module):
 
     def head(self, scores: torch.Tensor) -> torch.Tensor:
         """The output nonlinearity: raw decoder scores -> images in [0, 1]."""
+        if self.output == "clamp":
+            return scores.clamp(0, 1)
         return torch.sigmoid(scores)
 
 

@@ -182,7 +182,7 @@ CASES = {
     "stylize_pickle_as_model": Case(
         "stylize",
         ("model={evil_pth}", "input={photo}", "output={tmp}/o.png"),
-        "not a fastns model file",
+        "not a readable PyTorch checkpoint",
         ("o.png", "code_ran"),
     ),
     "stylize_future_model": Case(

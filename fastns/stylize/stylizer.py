@@ -44,7 +44,8 @@ from ..color import preserve_color as _preserve_color
 from ..color import rgb_to_yuv420p
 from ..errors import ConfigError, ImageError, ModelFileError
 from ..image import MIN_SIDE, load_image, pil_to_tensor, resize_longest, resize_pil, tensor_to_pil, to_rgb
-from ..modelfile import ModelInfo, load_model
+from ..importers import load_network
+from ..modelfile import ModelInfo
 from ..transformer import DEFAULT_BORDER, PaddedNet, TransformerNet, padding
 from ..utils import resolve_device
 from .inference import prepare, resolve_dtype
@@ -120,7 +121,7 @@ class Stylizer:
                 f"{path}: a training checkpoint, not a model file; turn it into one with "
                 f"python scripts/export.py model={path}"
             )
-        net, info = load_model(path, "cpu")
+        net, info = load_network(path)  # a model file, or a pytorch/examples network (.pth)
         return cls(net, info=info, **kwargs)
 
     @property
