@@ -148,7 +148,7 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
     # Group choices (style=candy, trainer=cpu) change which defaults apply to the values.
     groups = [o for o in overrides if (config_dir / o.split("=", 1)[0].lstrip("+~")).is_dir()]
     defaults = _compose(config_dir, config_name, groups)
-    config = _compose(config_dir, config_name, overrides)
+    config = defaults if len(groups) == len(overrides) else _compose(config_dir, config_name, overrides)
     for arg in overrides:
         key, _, text = arg.partition("=")
         if arg in groups or key.startswith(("+", "~", "hydra.")) or not text or key in UNION_KEYS:

@@ -90,6 +90,7 @@ def load_pytorch_examples(path: str | os.PathLike) -> tuple[TransformerNet, Mode
     residuals = sorted({int(m.group(1)) for k in state if (m := re.match(r"res(\d+)\.", k))})
     width = state["conv1.conv2d.weight"].shape[0] / 32
     net = TransformerNet(width=width, num_residual=len(residuals), output="clamp")
+    own = net.state_dict()
     weights = {}
     for theirs, ours in _EXAMPLES_LAYERS.items():
         blocks = enumerate(residuals) if "{i}" in theirs else [(0, 0)]
@@ -97,12 +98,12 @@ def load_pytorch_examples(path: str | os.PathLike) -> tuple[TransformerNet, Mode
             for param in ("weight", "bias"):
                 key = f"{theirs.format(i=i)}.{param}"
                 target = f"{ours.format(j=j)}.{param}"
-                if target in net.state_dict() and key in state:
+                if target in own and key in state:
                     weights[target] = state[key].float()
     weights["encoder.0.1.weight"] = weights["encoder.0.1.weight"] * _PIXEL_SCALE
     weights["decoder.2.1.weight"] = weights["decoder.2.1.weight"] / _PIXEL_SCALE
     weights["decoder.2.1.bias"] = weights["decoder.2.1.bias"] / _PIXEL_SCALE
-    missing = sorted(net.state_dict().keys() - weights.keys())
+    missing = sorted(own.keys() - weights.keys())
     if missing:
         raise ModelFileError(
             f"{path}: a pytorch/examples network with unexpected layers (no weights for {missing[0]})"

@@ -251,7 +251,8 @@ def _remove_if_unused(run_dir: Path) -> None:
     file (checkpoints, TensorBoard events, the user's files) is kept.
     """
     try:
-        files = [p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file()]
+        # Stops at the first other file: a run folder given as a big existing folder is not walked.
+        files = (p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file())
         if run_dir.is_dir() and all(f.parts[0] == ".hydra" or str(f) == "train.log" for f in files):
             shutil.rmtree(run_dir)
     except OSError as e:  # leave it; the error being reported matters more
