@@ -72,6 +72,31 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     return dh.pow(2).mean() + dw.pow(2).mean()
 
 
+def grid_loss(images: torch.Tensor, period: int = 4) -> torch.Tensor:
+    """Mean square of the fixed ``period`` x ``period`` pixel pattern in ``(B, 3, H, W)`` images.
+
+    The differentiable counterpart of :func:`fastns.metrics.grid_pattern`, per colour channel: each
+    channel minus its ``period`` x ``period`` moving average (the smooth content) is folded onto a
+    ``period`` x ``period`` grid (the mean over all blocks of each position), and the pattern's mean
+    square about its mean is returned. Detail that belongs to the image averages out of the fold;
+    a texture repeated on the pixel grid, such as the cross-hatch the network's two x2 stages make
+    cheaply (docs/training.md), does not. The Gram-matrix style loss cannot see the difference
+    between the two (it is blind to where features are), which is why it needs its own term.
+    """
+    x = images.float()
+    if min(x.shape[-2:]) < 2 * period:
+        return x.new_zeros(())
+    smooth = F.avg_pool2d(x, period, stride=1)
+    o = period // 2
+    detail = x[..., o : o + smooth.shape[-2], o : o + smooth.shape[-1]] - smooth
+    h, w = (detail.shape[-2] // period) * period, (detail.shape[-1] // period) * period
+    b, c = detail.shape[:2]
+    # Offset o keeps the fold aligned with the network's own 4-px grid (detail[i] is pixel i + o).
+    pattern = detail[..., :h, :w].reshape(b, c, h // period, period, w // period, period).mean((2, 4))
+    pattern = pattern - pattern.mean((2, 3), keepdim=True)
+    return pattern.square().mean()
+
+
 def _layer_weights(name: str, layers: Mapping[str, float] | Sequence[str] | None) -> dict[str, float]:
     if layers is None:
         return {}
@@ -106,6 +131,8 @@ class PerceptualLoss(nn.Module):
         content_weight: α, multiplies every content term.
         style_weight: β, multiplies every style term.
         tv_weight: weight of the total-variation regulariser (0 disables it).
+        grid_weight: weight of :func:`grid_loss`, a penalty on any fixed 4 x 4 px pattern in the
+            images (0 disables it; training's remedy for the cross-hatch).
         vgg: a :class:`VGGFeatures` that provides all the layers above, or keyword arguments to
             build one (``arch``, ``weights``, ``pooling``, ``seed``).
         normalize: divide each layer's term by its target's mean square (see the module docstring).
@@ -121,6 +148,7 @@ class PerceptualLoss(nn.Module):
         content_weight: float = 1.0,
         style_weight: float = 1.0,
         tv_weight: float = 0.0,
+        grid_weight: float = 0.0,
         vgg: VGGFeatures | Mapping | None = None,
         normalize: bool = False,
     ) -> None:
@@ -128,10 +156,11 @@ class PerceptualLoss(nn.Module):
         self.normalize = bool(normalize)
         self.content_layers = _layer_weights("content_layers", content_layers)
         self.style_layers = _layer_weights("style_layers", style_layers)
-        self.content_weight, self.style_weight, self.tv_weight = (
+        self.content_weight, self.style_weight, self.tv_weight, self.grid_weight = (
             float(content_weight),
             float(style_weight),
             float(tv_weight),
+            float(grid_weight),
         )
         needed = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
         if not needed:
@@ -154,6 +183,7 @@ class PerceptualLoss(nn.Module):
         "content_weight",
         "style_weight",
         "tv_weight",
+        "grid_weight",
         "vgg",
         "normalize",
     )
@@ -287,9 +317,13 @@ class PerceptualLoss(nn.Module):
                 style_sum = style_sum + t
         tv = self.tv_weight * tv_loss(images) if self.tv_weight != 0 else zero
         terms["tv"] = tv
+        total = content_sum + style_sum + tv
+        if self.grid_weight != 0:
+            terms["grid"] = self.grid_weight * grid_loss(images)
+            total = total + terms["grid"]
         terms["content"] = content_sum
         terms["style"] = style_sum
-        terms["total"] = content_sum + style_sum + tv
+        terms["total"] = total
         return terms
 
     def config(self) -> dict:
@@ -300,6 +334,7 @@ class PerceptualLoss(nn.Module):
             "content_weight": self.content_weight,
             "style_weight": self.style_weight,
             "tv_weight": self.tv_weight,
+            "grid_weight": self.grid_weight,
             "normalize": self.normalize,
             "vgg": {
                 "arch": self.encoder.arch,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastns.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, tv_loss
+from fastns.losses import PerceptualLoss, content_loss, gram_matrix, grid_loss, style_loss, tv_loss
+from fastns.metrics import grid_pattern
 from fastns.vgg import VGGFeatures
 
 
@@ -181,3 +182,34 @@ def test_normalised_terms_do_not_depend_on_the_vgg_activation_scale():
         assert torch.isclose(results[True, 1.0][name], results[True, 10.0][name], rtol=1e-4), name
         assert not torch.isclose(results[False, 1.0][name], results[False, 10.0][name], rtol=0.5), name
     assert results[True, 1.0]["style/relu1_2"] < 10  # O(1) relative errors
+
+
+def test_grid_loss_sees_a_fixed_pattern_and_not_image_detail():
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(64, 64), mode="bicubic")
+    detail = smooth + 0.05 * torch.randn(2, 3, 64, 64)  # irregular fine detail: no fixed period
+    hatch = torch.zeros(1, 1, 4, 4)
+    hatch[..., 0, :] = hatch[..., :, 0] = 0.03  # a 4 x 4 px cross-hatch, as the network makes
+    hatched = smooth + hatch.repeat(1, 1, 16, 16)
+    assert grid_loss(smooth) < 1e-6
+    assert grid_loss(hatched) > 10 * grid_loss(detail)
+    # On the same scale as the reported measure: sqrt of the loss x 255 ~ grid_pattern (1/255 units).
+    assert (grid_loss(hatched).sqrt() * 255).item() == pytest.approx(
+        float(grid_pattern(hatched).mean()), rel=0.3
+    )
+    x = hatched.clone().requires_grad_()
+    grid_loss(x).backward()  # its gradient removes the pattern
+    assert grid_loss(hatched - 10 * x.grad) < grid_loss(hatched)
+
+
+def test_grid_weight_adds_a_named_term_to_the_total():
+    loss = make_loss(grid_weight=100.0)
+    loss.set_style(torch.rand(1, 3, 32, 32))
+    content = torch.rand(2, 3, 32, 32)
+    terms = loss(content, content)
+    assert terms["grid"] > 0
+    assert torch.isclose(terms["total"], terms["content"] + terms["style"] + terms["tv"] + terms["grid"])
+    plain = make_loss()
+    plain.set_style(torch.rand(1, 3, 32, 32))
+    assert "grid" not in plain(content, content)  # off by default: the papers' loss is unchanged
+    assert PerceptualLoss.from_config(loss.config()).grid_weight == 100.0
