@@ -123,6 +123,11 @@ class TransformerNet(nn.Module):
             (x2 bilinear + conv) or ``"transpose"`` (the paper's transposed convolutions).
         output: ``"sigmoid"`` (default) or ``"clamp"`` to [0, 1], the output of imported
             pytorch/examples networks (:data:`OUTPUTS`).
+        stem_norm: normalise the first convolution's output (the paper). An instance norm there
+            removes, exactly, the photo's overall brightness, contrast and colour cast (a
+            convolution turns them into per-channel offsets and scales, which the norm subtracts
+            and divides out), so such a network gives a snowfield and a night scene the same
+            light. ``False`` keeps them visible to the rest of the network (the conv then has a bias).
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.
@@ -135,6 +140,7 @@ class TransformerNet(nn.Module):
         norm: str = "instance",
         upsample: str = "nearest",
         output: str = "sigmoid",
+        stem_norm: bool = True,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -155,10 +161,12 @@ class TransformerNet(nn.Module):
         }
         if output != "sigmoid":  # model files of fastns's own networks stay as they were
             self.config["output"] = output
+        if not stem_norm:
+            self.config["stem_norm"] = False
         self.output = output
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
         self.encoder = nn.Sequential(
-            ConvLayer(3, c1, 9, norm=norm),  # c9s1-32
+            ConvLayer(3, c1, 9, norm=norm if stem_norm else None),  # c9s1-32
             ConvLayer(c1, c2, 3, stride=2, norm=norm),  # d64
             ConvLayer(c2, c3, 3, stride=2, norm=norm),  # d128
         )

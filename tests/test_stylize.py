@@ -90,8 +90,8 @@ def test_pil_in_pil_out_and_tensor_in_tensor_out(stylizer, tmp_path):
 
 @pytest.mark.parametrize(
     "kind",
-    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}],
-    ids=["instance", "bilinear", "batch"],
+    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}, {"stem_norm": False}],
+    ids=["instance", "bilinear", "batch", "stem_norm"],
 )
 def test_optimised_path_equals_the_plain_network(kind):
     net = tiny_net(**kind)
@@ -106,8 +106,8 @@ def test_optimised_path_equals_the_plain_network(kind):
 
 @pytest.mark.parametrize(
     "kind",
-    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}],
-    ids=["instance", "bilinear", "batch"],
+    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}, {"stem_norm": False}],
+    ids=["instance", "bilinear", "batch", "stem_norm"],
 )
 def test_tiled_output_matches_untiled(tmp_path, kind):
     """The issue's check: a mid-size photo, tiled vs untiled, mean abs difference under 2/255."""

@@ -69,3 +69,17 @@ def test_instance_norm_output_does_not_depend_on_the_batch():
 def test_bad_arguments(kw):
     with pytest.raises(ConfigError):
         TransformerNet(**kw)
+
+
+def test_a_stem_norm_hides_the_photos_light_and_stem_norm_false_shows_it():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 0.5 + 0.25
+    darker = x * 0.6 + torch.tensor([0.05, 0.0, -0.05]).view(1, 3, 1, 1)  # dimmer, with a colour cast
+    paper = TransformerNet(width=0.25, num_residual=1).eval()
+    with torch.no_grad():
+        # The instance norm after the first convolution removes brightness, contrast and cast exactly.
+        assert (paper(x) - paper(darker)).abs().max() < 1e-4
+        seeing = TransformerNet(width=0.25, num_residual=1, stem_norm=False).eval()
+        assert (seeing(x) - seeing(darker)).abs().mean() > 1e-3
+    assert seeing.config["stem_norm"] is False and "stem_norm" not in paper.config
+    assert TransformerNet(**seeing.config).config == seeing.config
