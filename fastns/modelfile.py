@@ -157,6 +157,27 @@ def load_model(
     return _build(path, info.model, tensors).to(device).eval(), info
 
 
+def load_initial_weights(net: TransformerNet, path: str | os.PathLike, key: str = "init_from") -> ModelInfo:
+    """Copy the weights of the model file ``path`` into ``net`` (training's ``init_from``).
+
+    Fine-tuning from another style's network starts from one that already keeps the subject and
+    paints; the two must be the same architecture, and a mismatch names the first differing setting.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"{key}={path}: no such model file")
+    source, info = load_model(path)
+    if source.config != net.config:
+        differ = {k for k in {*source.config, *net.config} if source.config.get(k) != net.config.get(k)}
+        name = sorted(differ)[0]
+        raise ModelFileError(
+            f"{key}={path}: its network has {name}={source.config.get(name)!r}, the configured one "
+            f"model.{name}={net.config.get(name)!r}; use a model file of the same architecture"
+        )
+    net.load_state_dict(source.state_dict())
+    return info
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerNet, ModelInfo]:
     """The network and description in a training checkpoint (``.ckpt`` of ``scripts/train.py``).
 

@@ -14,7 +14,7 @@ from torchvision.utils import make_grid
 from .errors import FastnsError, gather
 from .losses import PerceptualLoss
 from .metrics import grid_pattern
-from .modelfile import ModelInfo
+from .modelfile import ModelInfo, load_initial_weights
 from .style import Style
 from .transformer import TransformerNet
 
@@ -46,6 +46,10 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: run the network and VGG in channels-last memory layout (faster convolutions
             with oneDNN on CPUs and tensor cores on GPUs; the same numbers).
         compile: ``torch.compile`` the network and the loss (slow start, faster steps).
+        style_warmup: steps over which the style weight rises linearly from 0 to β, so that the
+            network first learns to pass the photo through (content loss only) and then to paint it.
+        init_from: a fastns model file of the same architecture to start from (fine-tuning from
+            another style's network) instead of random weights.
     """
 
     def __init__(
@@ -59,10 +63,14 @@ class StyleTransferModule(pl.LightningModule):
         max_previews: int = 8,
         channels_last: bool = True,
         compile: bool = False,
+        style_warmup: int = 0,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
         self.net = TransformerNet(**model)
+        if init_from:
+            load_initial_weights(self.net, init_from)
         # Both may download (VGG weights, a style preset): offline, both failures are reported at once.
         self.loss_fn, self.style = gather(
             lambda: PerceptualLoss.from_config(loss), lambda: Style.from_config(style)
@@ -224,16 +232,24 @@ class StyleTransferModule(pl.LightningModule):
             "folder (resume with ckpt_path=last after lowering optimizer.lr or the loss weights)"
         )
 
+    def training_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What a training step minimises: the loss's total, with the style term ramped in over
+        the first ``style_warmup`` steps (the logged terms stay the loss's own)."""
+        warmup = int(self.hparams.style_warmup)
+        ramp = 1.0 if warmup <= 0 else min(1.0, (self.global_step + 1) / warmup)
+        return terms["total"] if ramp >= 1.0 else terms["total"] - (1.0 - ramp) * terms["style"]
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         content = batch["image"]  # (B, 3, S, S) in [0, 1]
         terms = self.compute_loss(content)
+        objective = self.training_objective(terms)
         bad = ~torch.isfinite(terms["total"].detach())  # stays on the device
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         if (self.global_step + 1) % self._nan_check_every() == 0:
             self._check_finite(terms["total"].detach())
         self._last_terms = {k: v.detach() for k, v in terms.items()}
         if not self._logs_this_step():
-            return terms["total"]
+            return objective
         for name, value in terms.items():
             self.log(
                 f"train/loss/{name}",
@@ -250,7 +266,7 @@ class StyleTransferModule(pl.LightningModule):
             on_epoch=False,
             batch_size=content.shape[0],
         )
-        return terms["total"]
+        return objective
 
     def _logs_this_step(self) -> bool:
         """Whether ``training_step`` hands its scalars to ``self.log`` this step.

@@ -191,6 +191,8 @@ def build(
         max_previews=int(cfg.preview_images),
         channels_last=bool(cfg.channels_last),
         compile=bool(cfg.compile),
+        style_warmup=int(cfg.get("style_warmup") or 0),
+        init_from=cfg.get("init_from"),
     )
     ckpt_dir = run_dir / "checkpoints"
     stopper = GracefulStop(ckpt_dir)

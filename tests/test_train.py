@@ -448,3 +448,40 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, phot
     assert done.returncode == 0, err.decode()[-2000:]
     _, info = load_model(run_dir / "model.safetensors")
     assert info.training["steps"] == finish
+
+
+def test_init_from_starts_from_a_model_file_and_refuses_another_architecture(tmp_path, photos, style_file):
+    from fastns.errors import ModelFileError
+    from fastns.modelfile import save_model
+    from fastns.transformer import TransformerNet
+
+    cfg = compose("train", tiny(photos, style_file, tmp_path / "run"))
+    torch.manual_seed(5)
+    start = TransformerNet(**cfg.model)  # debug=tiny's architecture
+    save_model(tmp_path / "start.safetensors", start)
+    cfg.init_from = str(tmp_path / "start.safetensors")
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    for name, value in start.state_dict().items():
+        assert torch.equal(module.net.state_dict()[name], value), name
+
+    save_model(tmp_path / "wide.safetensors", TransformerNet(width=0.5, num_residual=1))
+    cfg.init_from = str(tmp_path / "wide.safetensors")
+    with pytest.raises(
+        ModelFileError, match=r"init_from=.*wide.safetensors: its network has width=0.5.*model.width=0.25"
+    ):
+        build(cfg, tmp_path / "run")
+    cfg.init_from = str(tmp_path / "missing.safetensors")
+    with pytest.raises(ModelFileError, match="init_from=.*missing.safetensors: no such model file"):
+        build(cfg, tmp_path / "run")
+
+
+def test_style_warmup_trains_on_content_first_then_ramps_the_style_in(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "style_warmup=4"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    terms = module.compute_loss(torch.rand(2, 3, 32, 32))
+    assert terms["style"] > 0
+    # Outside a trainer the step is 0: a quarter of the style weight; the terms themselves unchanged.
+    expected = terms["total"] - 0.75 * terms["style"]
+    assert torch.isclose(module.training_objective(terms), expected, rtol=1e-5)
+    module.hparams.style_warmup = 1  # warmed up: the loss's own total
+    assert torch.equal(module.training_objective(terms), terms["total"])
