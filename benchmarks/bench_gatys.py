@@ -13,7 +13,6 @@ run uses ../shared's tubingen x starry_night when present (synthetic images othe
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torchvision
 from fastns.image import load_image
 from fastns.losses import PerceptualLoss, gram_matrix
 from fastns.optimize import optimize_image
-from fastns.utils import resolve_device
+from fastns.utils import cpu_name, resolve_device
 from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD, layer_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +156,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     print(
-        f"# Gatys benchmark on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}, "
+        f"# Gatys benchmark on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else cpu_name()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
     )
     print(

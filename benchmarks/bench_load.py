@@ -13,7 +13,6 @@ the network is the given model file, or a random-weight half-width network, whic
 from __future__ import annotations
 
 import argparse
-import platform
 import re
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from fastns.modelfile import save_model  # noqa: E402
 from fastns.transformer import TransformerNet  # noqa: E402
+from fastns.utils import cpu_name  # noqa: E402
 
 
 def frame(i: int, w: int, h: int) -> np.ndarray:
@@ -87,17 +87,6 @@ def timed(args: list[str]) -> dict:
         "messages": lines,
         "stdout": proc.stdout,
     }
-
-
-def cpu_name() -> str:
-    """The CPU's model name (figures depend on it), from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 
 from fastns.stylize import Stylizer, stylize_video
 from fastns.transformer import DEFAULT_BORDER, TransformerNet
+from fastns.utils import cpu_name
 
 WIDTHS = {"full": 1.0, "half": 0.5}
 SIZES = ["256", "512", "1024", "1920x1080"]
@@ -142,8 +142,7 @@ def main() -> None:
         for d in args.device
         if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available())
     ]
-    cpu_name = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads ({cpu_name})", end="")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads ({cpu_name()})", end="")
     if any(d.type == "cuda" for d in devices):
         print(f", GPU {torch.cuda.get_device_name()}", end="")
     print(f"; border {DEFAULT_BORDER} px; random weights\n")

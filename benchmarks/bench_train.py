@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from torch import nn
 
 from fastns.losses import gram_matrix
 from fastns.module import StyleTransferModule
-from fastns.utils import resolve_device
+from fastns.utils import cpu_name, resolve_device
 from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,11 +146,7 @@ def main() -> None:
     ref_grams = [module.loss_fn._style_targets[n] for n in STYLE_LAYERS]
     lw = (loss_cfg["content_weight"], loss_cfg["style_weight"], loss_cfg["tv_weight"])
 
-    name = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else (platform.processor() or platform.machine())
-    )
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
     print(
         f"# Training step benchmark on {device} ({name}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
     )

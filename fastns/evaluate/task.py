@@ -28,7 +28,7 @@ from ..hub import sha256_file
 from ..image import MIN_SIDE, load_image
 from ..metrics import GRID_PERIOD, HIST_BINS, SSIM_SIGMA, color_histogram
 from ..stylize import Stylizer
-from ..utils import as_list, atomic_write, resolve_device
+from ..utils import as_list, atomic_write, cpu_name, resolve_device
 from ..version import __version__
 from .figures import write_contact_sheet, write_loss_curves
 from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, REPORT_FILES, SHEET_FILE
@@ -55,7 +55,7 @@ def _versions(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
-        hardware = platform.processor() or platform.machine()
+        hardware = cpu_name()
     return {
         "fastns": __version__,
         "torch": torch.__version__,
