@@ -2,7 +2,8 @@
 
 ``contact_sheet.png`` shows, per photo, the network's output beside Gatys results after a few
 iteration counts; ``loss_curves.png`` is Johnson et al.'s Figure 5 for the user's photos.
-Both are written atomically.
+Both are written atomically. :func:`tile_sheet` draws the contact sheet's captioned grid for any
+images (``benchmarks/bench_quality.py`` draws its style-by-photo sheet with it).
 """
 
 from __future__ import annotations
@@ -54,6 +55,58 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> st
     return text + "…"
 
 
+def tile_sheet(
+    columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[tuple[torch.Tensor | None, str]]]
+) -> Image.Image:
+    """A grid of images with a two-line heading per column and a caption under every tile.
+
+    ``columns`` holds each column's two heading lines; each row holds one ``(image, caption)``
+    per column, the image ``(1, 3, H, W)`` in [0, 1] or ``None`` (an empty tile). Every column is
+    as wide as the widest image and every row as tall as its tallest; images are centred in their
+    column at their own pixels, enlarged by one whole factor (nearest neighbour) when the largest
+    is under :data:`MIN_TILE` px, so that small images stay legible.
+    """
+    sizes = [img.shape[-2:] for row in rows for img, _ in row if img is not None]
+    max_h, max_w = max(h for h, _ in sizes), max(w for _, w in sizes)
+    scale = max(1, math.ceil(MIN_TILE / max(max_w, max_h)))
+    cell_w = max_w * scale
+    font_px = max(FONT_PX[0], min(FONT_PX[1], cell_w // 12))
+    font = _font(font_px)
+    line = font_px + LINE_GAP
+    pad = PAD
+    header = 2 * line + pad
+    row_heights = [
+        max((img.shape[-2] for img, _ in row if img is not None), default=0) * scale + line + pad
+        for row in rows
+    ]
+    width = len(columns) * (cell_w + pad) + pad
+    height = header + sum(row_heights) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, (top, bottom) in enumerate(columns):
+        x = pad + c * (cell_w + pad)
+        draw.text((x, pad), _fit_text(draw, top, font, cell_w), fill="black", font=font)
+        draw.text((x, pad + line), _fit_text(draw, bottom, font, cell_w), fill="black", font=font)
+
+    y = header
+    for row, row_h in zip(rows, row_heights, strict=True):
+        for c, (img, caption) in enumerate(row):
+            x = pad + c * (cell_w + pad)
+            if img is not None:
+                im = tensor_to_pil(img)
+                if scale > 1:
+                    im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+                sheet.paste(im, (x + (cell_w - im.width) // 2, y))
+            draw.text(
+                (x, y + row_h - line - pad // 2),
+                _fit_text(draw, caption, font, cell_w),
+                fill="black",
+                font=font,
+            )
+        y += row_h
+    return sheet
+
+
 def write_contact_sheet(
     path: Path,
     records: Sequence[Mapping],
@@ -70,29 +123,10 @@ def write_contact_sheet(
     for k in inits:
         for n in sheet_iterations:
             columns.append((f"Gatys ({'photo' if k == 'content' else k})", f"{n} iterations"))
-    max_w = max(p["content"].shape[-1] for p in pictures)
-    max_h = max(p["content"].shape[-2] for p in pictures)
-    scale = max(1, math.ceil(MIN_TILE / max(max_w, max_h)))
-    cell_w = max_w * scale
-    font_px = max(FONT_PX[0], min(FONT_PX[1], cell_w // 12))
-    font = _font(font_px)
-    line = font_px + LINE_GAP
-    pad = PAD
-    header = 2 * line + pad
-    row_heights = [p["content"].shape[-2] * scale + line + pad for p in pictures]
-    width = len(columns) * (cell_w + pad) + pad
-    height = header + sum(row_heights) + pad
-    sheet = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, (top, bottom) in enumerate(columns):
-        x = pad + c * (cell_w + pad)
-        draw.text((x, pad), _fit_text(draw, top, font, cell_w), fill="black", font=font)
-        draw.text((x, pad + line), _fit_text(draw, bottom, font, cell_w), fill="black", font=font)
-
-    y = header
-    for rec, pics, row_h in zip(records, pictures, row_heights, strict=True):
+    rows = []
+    for rec, pics in zip(records, pictures, strict=True):
         net_total = rec["network"]["loss"]["total"]
-        tiles: list[tuple[torch.Tensor, str]] = [
+        tiles: list[tuple[torch.Tensor | None, str]] = [
             (pics["content"], rec["image"]),
             (pics["network"], f"loss {net_total:.3g}"),
         ]
@@ -103,20 +137,8 @@ def write_contact_sheet(
                 i = min(n, len(traj) - 1)
                 ratio = traj[i] / net_total if net_total > 0 else math.nan
                 tiles.append((snap, f"{traj[i]:.3g} ({ratio:.2f}x)"))
-        for c, (img, caption) in enumerate(tiles):
-            x = pad + c * (cell_w + pad)
-            if img is not None:
-                im = tensor_to_pil(img)
-                if scale > 1:
-                    im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-                sheet.paste(im, (x + (cell_w - im.width) // 2, y))
-            draw.text(
-                (x, y + row_h - line - pad // 2),
-                _fit_text(draw, caption, font, cell_w),
-                fill="black",
-                font=font,
-            )
-        y += row_h
+        rows.append(tiles)
+    sheet = tile_sheet(columns, rows)
     with atomic_write(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path
