@@ -229,7 +229,7 @@ def render_report(metrics: Mapping) -> str:
     out += [note, ""]
 
     # Per image.
-    terms = [t for t in ("content", "style", "tv") if t in agg["network_loss"]]
+    terms = [t for t in ("content", "style", "tv", "grid") if t in agg["network_loss"]]
     header = ["image", "size", "loss", *terms]
     header += [f"≈ Gatys it. from {START_NAMES[k]}" for k in inits]
     header += ["SSIM", "colour dist. photo → network", "network time", "Gatys time / it."]
@@ -282,6 +282,7 @@ def render_report(metrics: Mapping) -> str:
         "- **Loss** is the objective the network was trained on (the model file's loss settings: "
         f"content {', '.join(loss['content_layers'])}, style {', '.join(loss['style_layers'])}, "
         f"α={loss['content_weight']:g}, β={loss['style_weight']:g}, TV {loss['tv_weight']:g}, "
+        f"4x4 pattern penalty {loss.get('grid_weight', 0.0):g}, "
         f"{norm}). Lower is better; the numbers compare models evaluated with the same VGG weights only.",
         "- **Equivalent Gatys iterations** (Johnson et al. 2016, Figure 5): the first L-BFGS iteration at "
         "which per-image optimisation of the same loss is at least as good as the network's single "
