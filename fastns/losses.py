@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .metrics import GRID_PERIOD, grid_fold
 from .vgg import VGGFeatures
 
 
@@ -72,29 +73,17 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     return dh.pow(2).mean() + dw.pow(2).mean()
 
 
-def grid_loss(images: torch.Tensor, period: int = 4) -> torch.Tensor:
+def grid_loss(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
     """Mean square of the fixed ``period`` x ``period`` pixel pattern in ``(B, 3, H, W)`` images.
 
-    The differentiable counterpart of :func:`fastns.metrics.grid_pattern`, per colour channel: each
-    channel minus its ``period`` x ``period`` moving average (the smooth content) is folded onto a
-    ``period`` x ``period`` grid (the mean over all blocks of each position), and the pattern's mean
-    square about its mean is returned. Detail that belongs to the image averages out of the fold;
-    a texture repeated on the pixel grid, such as the cross-hatch the network's two x2 stages make
-    cheaply (docs/training.md), does not. The Gram-matrix style loss cannot see the difference
+    The differentiable counterpart of :func:`fastns.metrics.grid_pattern`, per colour channel: the
+    mean square of :func:`fastns.metrics.grid_fold` (each channel minus its moving average, folded
+    onto a ``period`` x ``period`` grid, about its mean). Detail that belongs to the image averages
+    out of the fold; a texture repeated on the pixel grid, such as the cross-hatch the network's two
+    x2 stages make cheaply (docs/training.md), does not. The Gram-matrix style loss cannot see the difference
     between the two (it is blind to where features are), which is why it needs its own term.
     """
-    x = images.float()
-    if min(x.shape[-2:]) < 2 * period:
-        return x.new_zeros(())
-    smooth = F.avg_pool2d(x, period, stride=1)
-    o = period // 2
-    detail = x[..., o : o + smooth.shape[-2], o : o + smooth.shape[-1]] - smooth
-    h, w = (detail.shape[-2] // period) * period, (detail.shape[-1] // period) * period
-    b, c = detail.shape[:2]
-    # Offset o keeps the fold aligned with the network's own 4-px grid (detail[i] is pixel i + o).
-    pattern = detail[..., :h, :w].reshape(b, c, h // period, period, w // period, period).mean((2, 4))
-    pattern = pattern - pattern.mean((2, 3), keepdim=True)
-    return pattern.square().mean()
+    return grid_fold(images.float(), period).square().mean()
 
 
 def _layer_weights(name: str, layers: Mapping[str, float] | Sequence[str] | None) -> dict[str, float]:

@@ -39,18 +39,28 @@ def grid_pattern(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tenso
         1/255 units. Images smaller than two blocks on a side score 0.
     """
     y = luminance(images.detach().float().clamp(0, 1))  # (B, 1, H, W)
-    if min(y.shape[-2:]) < 2 * period:
-        return torch.zeros(y.shape[0], device=y.device)
     # float64 where the device has it: the pattern is a small difference of large sums.
     y = y.double() if y.device.type != "mps" else y
-    smooth = F.avg_pool2d(y, period, stride=1)  # (B, 1, H - p + 1, W - p + 1)
-    o = period // 2  # smooth[i, j] is centred at (i + o - 1/2, j + o - 1/2): a ramp leaves a constant
-    detail = y[..., o : o + smooth.shape[-2], o : o + smooth.shape[-1]] - smooth
-    h, w = (detail.shape[-2] // period) * period, (detail.shape[-1] // period) * period
-    blocks = detail[:, 0, :h, :w].reshape(-1, h // period, period, w // period, period)
-    pattern = blocks.mean((1, 3))  # (B, period, period)
-    pattern = pattern - pattern.mean((1, 2), keepdim=True)
+    pattern = grid_fold(y, period)[:, 0]  # (B, period, period)
     return (pattern.square().mean((1, 2)).sqrt() * 255).float()
+
+
+def grid_fold(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
+    """The fixed ``period`` x ``period`` pattern of each channel of ``(B, C, H, W)``: ``(B, C, period, period)``.
+
+    Each channel minus its ``period`` x ``period`` moving average, folded onto the grid (the mean over
+    all blocks of each position), about its mean. Differentiable: :func:`grid_pattern` measures it,
+    ``fastns.losses.grid_loss`` penalises it. Zero for images smaller than two blocks on a side.
+    """
+    b, c = images.shape[:2]
+    if min(images.shape[-2:]) < 2 * period:
+        return images.new_zeros(b, c, period, period)
+    smooth = F.avg_pool2d(images, period, stride=1)  # (B, C, H - p + 1, W - p + 1)
+    o = period // 2  # smooth[i, j] is centred at (i + o - 1/2, j + o - 1/2): a ramp leaves a constant
+    detail = images[..., o : o + smooth.shape[-2], o : o + smooth.shape[-1]] - smooth
+    h, w = (detail.shape[-2] // period) * period, (detail.shape[-1] // period) * period
+    pattern = detail[..., :h, :w].reshape(b, c, h // period, period, w // period, period).mean((2, 4))
+    return pattern - pattern.mean((2, 3), keepdim=True)
 
 
 def color_histogram(image: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
