@@ -50,6 +50,9 @@ class StyleTransferModule(pl.LightningModule):
             network first learns to pass the photo through (content loss only) and then to paint it.
         init_from: a fastns model file of the same architecture to start from (fine-tuning from
             another style's network) instead of random weights.
+        loss_margin: pixels at each edge of the network's output left out of the loss (training
+            and validation), so that the network cannot score by painting the frame of the crop;
+            users get the frame cropped away by the stylizer's reflection border anyway.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         compile: bool = False,
         style_warmup: int = 0,
         init_from: str | None = None,
+        loss_margin: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
@@ -170,6 +174,9 @@ class StyleTransferModule(pl.LightningModule):
         net = getattr(self, "_net_step", self.net)
         loss = getattr(self, "_loss_step", self.loss_fn)
         stylised = net(content)
+        m = int(self.hparams.get("loss_margin") or 0)
+        if m:
+            return stylised, loss(stylised[..., m:-m, m:-m], content[..., m:-m, m:-m])
         return stylised, loss(stylised, content)
 
     def compute_loss(self, content: torch.Tensor) -> dict[str, torch.Tensor]:

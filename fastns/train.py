@@ -175,12 +175,22 @@ def _plain(cfg: DictConfig | None) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
 
 
+def check_loss_margin(margin: int, image_size: int) -> None:
+    """A ``loss_margin`` that leaves at least half of each training crop to the loss."""
+    if margin < 0 or 4 * margin > image_size:
+        raise ConfigError(
+            f"loss_margin={margin} must be between 0 and a quarter of the crop size "
+            f"(data.image_size={image_size}: at most {image_size // 4})"
+        )
+
+
 def build(
     cfg: DictConfig, run_dir: Path
 ) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, GracefulStop]:
     """Everything ``train`` needs, built from the config (also used by tests)."""
     datamodule = _DataModule(**_plain(cfg.data))
     datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
+    check_loss_margin(int(cfg.get("loss_margin") or 0), int(cfg.data.image_size))
     module = StyleTransferModule(
         model=_plain(cfg.model),
         loss=_plain(cfg.loss),
@@ -193,6 +203,7 @@ def build(
         compile=bool(cfg.compile),
         style_warmup=int(cfg.get("style_warmup") or 0),
         init_from=cfg.get("init_from"),
+        loss_margin=int(cfg.get("loss_margin") or 0),
     )
     ckpt_dir = run_dir / "checkpoints"
     stopper = GracefulStop(ckpt_dir)

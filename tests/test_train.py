@@ -15,7 +15,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fastns.errors import FastnsError
+from fastns.errors import ConfigError, FastnsError
 from fastns.modelfile import load_model
 from fastns.train import build, train
 
@@ -485,3 +485,30 @@ def test_style_warmup_trains_on_content_first_then_ramps_the_style_in(tmp_path, 
     assert torch.isclose(module.training_objective(terms), expected, rtol=1e-5)
     module.hparams.style_warmup = 1  # warmed up: the loss's own total
     assert torch.equal(module.training_objective(terms), terms["total"])
+
+
+@pytest.mark.parametrize("margin", [0, 4])
+def test_loss_margin_leaves_the_frame_of_the_output_out_of_the_loss(tmp_path, photos, style_file, margin):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), f"loss_margin={margin}"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    content = torch.rand(2, 3, 32, 32)
+    output = torch.rand(2, 3, 32, 32, requires_grad=True)
+    module.net.forward = lambda x: output  # the network's output as a leaf: its gradient is what trains
+    stylised, terms = module.stylise_and_loss(content)
+    assert stylised is output  # previews still show the whole image
+    terms["total"].backward()
+    frame = torch.ones(32, 32, dtype=torch.bool)
+    frame[4:-4, 4:-4] = False
+    assert output.grad[..., ~frame].abs().sum() > 0
+    if margin:
+        assert torch.equal(output.grad[..., frame], torch.zeros_like(output.grad[..., frame]))
+    else:
+        assert output.grad[..., frame].abs().sum() > 0
+
+
+def test_a_loss_margin_that_leaves_too_little_of_the_crop_is_one_line(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "loss_margin=9"])
+    with pytest.raises(
+        ConfigError, match=r"loss_margin=9 must be between 0 and .*data.image_size=32: at most 8"
+    ):
+        build(cfg, tmp_path / "run")
