@@ -1,6 +1,7 @@
 """Exports of a trained network (behind ``scripts/export.py``).
 
-- ``safetensors``: the fastns model file, from a training checkpoint (``.ckpt``).
+- ``safetensors``: the fastns model file, from a training checkpoint (``.ckpt``) or another project's
+  network (``.pth``, ``.t7``: ``fastns.importers``).
 - ``torchscript``: a scripted module (``torch.jit.load``, or libtorch from C++), no fastns needed.
 - ``onnx``: an ONNX graph for onnxruntime, TensorRT, OpenVINO, browsers... (needs the ``onnx`` and
   ``onnxscript`` packages: ``pip install 'fastns[export]'``).
@@ -8,11 +9,12 @@
 The TorchScript and ONNX files hold :class:`fastns.transformer.PaddedNet`: the network *with* the
 stylizer's reflection border, so they give the same images as ``scripts/stylize.py`` at
 ``strength=1``. Input ``images``: float32 ``(N, 3, H, W)`` RGB in [0, 1], any N, H, W (ONNX: H and
-W at least ``border + 1``); output ``stylised``: the same shape, in [0, 1]. Both carry the fastns
-metadata (format, style, network description) as JSON: ONNX in ``metadata_props``, TorchScript
-in the extra file ``fastns.json``. Each export is checked after writing against the PyTorch
-network on random images of two odd sizes (max abs difference <= 1e-3; ONNX with onnxruntime
-when it is installed) and only then renamed into place.
+W at least ``border + 1``; 41 for networks imported from jcjohnson/fast-neural-style); output
+``stylised``: the same shape, in [0, 1]. Both carry the fastns metadata (format, style, network
+description) as JSON: ONNX in ``metadata_props``, TorchScript in the extra file ``fastns.json``.
+Each export is checked after writing against the PyTorch network on random images of two odd
+sizes (max abs difference <= 1e-3; ONNX with onnxruntime when it is installed) and only then
+renamed into place.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import ConfigError, FastnsError, ModelFileError, first_line
-from .importers import EXAMPLES_SUFFIXES, load_network
+from .importers import IMPORTED_SUFFIXES, load_network
 from .modelfile import ModelInfo, save_model
 from .transformer import DEFAULT_BORDER, PaddedNet, TransformerNet
 from .utils import atomic_write
@@ -140,11 +142,13 @@ def export_onnx(
 
     output = Path(output)
     module = PaddedNet(net.cpu().float().eval(), border).eval()
-    side = {"min": border + 1, "max": 1 << 15}  # reflection padding needs sides > border
+    # Reflection padding needs sides > border (> 40 for reflect-start networks, which pad by 40 px).
+    pad = max(border, net.start_pad)
+    side = {"min": pad + 1, "max": 1 << 15}
     dynamic = {
         "images": {0: Dim("batch", min=1, max=1024), 2: Dim("height", **side), 3: Dim("width", **side)}
     }
-    example = torch.rand(1, 3, 4 * border + 8, 4 * border + 12)
+    example = torch.rand(1, 3, 4 * pad + 8, 4 * pad + 12)
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
@@ -200,10 +204,11 @@ def run(cfg: DictConfig) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not supported; use one of {sorted(FORMATS)}")
     output = Path(cfg.output) if cfg.output else src.with_suffix(FORMATS[fmt])
-    if fmt == "safetensors" and src.suffix.lower() not in (".ckpt", *EXAMPLES_SUFFIXES):
+    if fmt == "safetensors" and src.suffix.lower() not in (".ckpt", *IMPORTED_SUFFIXES):
         raise ConfigError(
-            f"model={src}: format=safetensors turns a training checkpoint (.ckpt) or a pytorch/examples "
-            "network (.pth) into a model file; for a model file use format=onnx or format=torchscript"
+            f"model={src}: format=safetensors turns a training checkpoint (.ckpt), a pytorch/examples "
+            "network (.pth) or a jcjohnson/fast-neural-style network (.t7) into a model file; for a model "
+            "file use format=onnx or format=torchscript"
         )
     if output.resolve() == src.resolve():
         raise ConfigError(f"output={output} is the input file; refusing to overwrite it")

@@ -25,6 +25,12 @@ Departures from the paper, each for a reason:
 - **Any input size** (from 8 px): inputs whose sides are not multiples of 4 are reflection-padded
   up to one and the output is cropped back, so odd sizes work.
 
+The paper's own layout is available too, for networks imported from jcjohnson/fast-neural-style
+(``fastns.importers``): ``padding="reflect-start"`` (one 40-px reflection padding of the input,
+zero-padded encoder and decoder convolutions, unpadded residual convolutions whose identity is
+cropped by 2 px, as ``nn.ShaveImage`` does), ``pixels="caffe"`` (the network sees and outputs BGR
+0-255 pixels minus the VGG mean) and ``output="tanh"`` (``150 * tanh``).
+
 The output is computed in one place, :meth:`TransformerNet.forward` (optionally with a reflection
 ``border`` around the image, which is how the stylizer and the exports run it); tiled inference
 calls the same pieces (:func:`pad_image`, ``encoder``, ``residuals``, ``decoder``,
@@ -43,9 +49,24 @@ from .errors import ConfigError
 
 NORMS = ("instance", "batch")
 UPSAMPLES = ("nearest", "bilinear", "transpose")
-#: How raw decoder scores become [0, 1] images: ``sigmoid`` (fastns) or ``clamp`` (networks imported
-#: from pytorch/examples, whose output is clamped; ``fastns.importers`` folds their 0-255 scale in).
-OUTPUTS = ("sigmoid", "clamp")
+#: How raw decoder scores become [0, 1] images: ``sigmoid`` (fastns), ``clamp`` (networks imported
+#: from pytorch/examples, whose output is clamped; ``fastns.importers`` folds their 0-255 scale in)
+#: or ``tanh`` (``tanh_scale * tanh``, jcjohnson/fast-neural-style's ``nn.Tanh`` + ``nn.MulConstant``,
+#: then clamped).
+OUTPUTS = ("sigmoid", "clamp", "tanh")
+#: Where the image is padded: ``reflect`` (fastns: every convolution) or ``reflect-start``
+#: (jcjohnson/fast-neural-style's ``-padding_type reflect-start``: the input only, by
+#: :data:`START_PAD_PER_BLOCK` px per residual block; the encoder and decoder convolutions are
+#: zero-padded and the residual convolutions unpadded, their identity cropped to match).
+PADDINGS = ("reflect", "reflect-start")
+#: The pixels the network sees and outputs: ``rgb`` (RGB in [0, 1]) or ``caffe`` (BGR in 0-255 minus
+#: :data:`CAFFE_MEAN_BGR`, jcjohnson/fast-neural-style's ``preprocess.vgg``); converted at its edges.
+PIXELS = ("rgb", "caffe")
+#: The mean pixel of Caffe's VGG models, BGR in 0-255, subtracted by ``pixels="caffe"`` networks.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+#: ``padding="reflect-start"``: input padding per residual block, px. Each block's two unpadded 3x3
+#: convolutions remove 2 px per side at 1/4 resolution, i.e. 8 px of the input: 40 px for 5 blocks.
+START_PAD_PER_BLOCK = 8
 #: Reflection padding around an image at inference, px (``fastns.stylize`` explains why). A multiple
 #: of 4, so the network's two stride-2 stages see the image on the same grid as without it.
 DEFAULT_BORDER = 32
@@ -58,7 +79,11 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class ConvLayer(nn.Sequential):
-    """Reflection pad + convolution (+ normalisation + ReLU)."""
+    """Reflection pad + convolution (+ normalisation + ReLU).
+
+    ``pad="zero"`` pads with zeros instead (in the convolution), ``pad="none"`` not at all; the
+    padding module is then an ``nn.Identity``, so that parameter names do not depend on the padding.
+    """
 
     def __init__(
         self,
@@ -68,10 +93,13 @@ class ConvLayer(nn.Sequential):
         stride: int = 1,
         norm: str | None = "instance",
         relu: bool = True,
+        pad: str = "reflect",
     ):
+        zeros = kernel // 2 if pad == "zero" else 0
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(kernel // 2),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, bias=norm is None),  # a norm cancels a bias
+            nn.ReflectionPad2d(kernel // 2) if pad == "reflect" else nn.Identity(),
+            # a norm cancels a bias
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=zeros, bias=norm is None),
         ]
         if norm is not None:
             layers.append(_norm(norm, c_out))
@@ -81,17 +109,27 @@ class ConvLayer(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """R128: x + norm(conv(relu(norm(conv(x))))) with 3x3 convolutions (He et al. 2016, as in the paper)."""
+    """R128: x + norm(conv(relu(norm(conv(x))))) with 3x3 convolutions (He et al. 2016, as in the paper).
 
-    def __init__(self, channels: int, norm: str):
+    ``crop=2``: the paper's block, unpadded convolutions (the map loses 2 px per side) and the
+    identity cropped by as much (jcjohnson/fast-neural-style's ``nn.ShaveImage(2)``).
+    """
+
+    def __init__(self, channels: int, norm: str, crop: int = 0):
         super().__init__()
+        pad = "none" if crop else "reflect"
+        self.crop = int(crop)
         self.body = nn.Sequential(
-            ConvLayer(channels, channels, 3, norm=norm),
-            ConvLayer(channels, channels, 3, norm=norm, relu=False),
+            ConvLayer(channels, channels, 3, norm=norm, pad=pad),
+            ConvLayer(channels, channels, 3, norm=norm, relu=False, pad=pad),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        y = self.body(x)
+        if self.crop:
+            c = self.crop
+            x = x[..., c:-c, c:-c]
+        return x + y
 
 
 class UpsampleLayer(nn.Sequential):
@@ -121,13 +159,21 @@ class TransformerNet(nn.Module):
         norm: ``"instance"`` (default, Ulyanov et al.) or ``"batch"`` (the paper).
         upsample: ``"nearest"`` (x2 nearest + conv, no checkerboard; default), ``"bilinear"``
             (x2 bilinear + conv) or ``"transpose"`` (the paper's transposed convolutions).
-        output: ``"sigmoid"`` (default) or ``"clamp"`` to [0, 1], the output of imported
-            pytorch/examples networks (:data:`OUTPUTS`).
+        output: ``"sigmoid"`` (default), ``"clamp"`` to [0, 1] (imported pytorch/examples
+            networks) or ``"tanh"`` (``tanh_scale * tanh``, then clamped; imported
+            jcjohnson/fast-neural-style networks) (:data:`OUTPUTS`).
         stem_norm: normalise the first convolution's output (the paper). An instance norm there
             removes, exactly, the photo's overall brightness, contrast and colour cast (a
             convolution turns them into per-channel offsets and scales, which the norm subtracts
             and divides out), so such a network gives a snowfield and a night scene the same
             light. ``False`` keeps them visible to the rest of the network (the conv then has a bias).
+        padding: ``"reflect"`` (default) or ``"reflect-start"``, the paper's layout as
+            jcjohnson/fast-neural-style builds it (:data:`PADDINGS`). Such a network pads the input
+            by its own 40-px border (:data:`START_PAD_PER_BLOCK` per residual block) and does not
+            use ``forward``'s ``border``; its output is cropped to the input's size.
+        pixels: ``"rgb"`` (default) or ``"caffe"``: the pixels inside the network (:data:`PIXELS`).
+            Inputs and outputs are RGB in [0, 1] either way.
+        tanh_scale: the output scale of ``output="tanh"`` (jcjohnson's ``-tanh_constant``).
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.
@@ -141,6 +187,9 @@ class TransformerNet(nn.Module):
         upsample: str = "nearest",
         output: str = "sigmoid",
         stem_norm: bool = True,
+        padding: str = "reflect",
+        pixels: str = "rgb",
+        tanh_scale: float = 150.0,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -149,6 +198,12 @@ class TransformerNet(nn.Module):
             raise ConfigError(f"model.upsample={upsample!r} must be one of {UPSAMPLES}")
         if output not in OUTPUTS:
             raise ConfigError(f"model.output={output!r} must be one of {OUTPUTS}")
+        if padding not in PADDINGS:
+            raise ConfigError(f"model.padding={padding!r} must be one of {PADDINGS}")
+        if pixels not in PIXELS:
+            raise ConfigError(f"model.pixels={pixels!r} must be one of {PIXELS}")
+        if output == "tanh" and not float(tanh_scale) > 0:
+            raise ConfigError(f"model.tanh_scale={tanh_scale} must be > 0")
         if not 0 < width <= 4:
             raise ConfigError(f"model.width={width} must be in (0, 4]")
         if num_residual < 0:
@@ -163,18 +218,34 @@ class TransformerNet(nn.Module):
             self.config["output"] = output
         if not stem_norm:
             self.config["stem_norm"] = False
+        if output == "tanh":
+            self.config["tanh_scale"] = float(tanh_scale)
+        if padding != "reflect":
+            self.config["padding"] = padding
+        if pixels != "rgb":
+            self.config["pixels"] = pixels
         self.output = output
+        self.tanh_scale = float(tanh_scale)
+        self.caffe = pixels == "caffe"
+        #: reflect-start: the input's reflection padding, px (0: padded per convolution instead).
+        self.start_pad = START_PAD_PER_BLOCK * int(num_residual) if padding == "reflect-start" else 0
+        pad = "zero" if padding == "reflect-start" else "reflect"
+        crop = 2 if padding == "reflect-start" else 0
+        # (1, 3, 1, 1) BGR; a constant, so not in the state dict or model files (persistent=False).
+        self.register_buffer("caffe_mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
         self.encoder = nn.Sequential(
-            ConvLayer(3, c1, 9, norm=norm if stem_norm else None),  # c9s1-32
-            ConvLayer(c1, c2, 3, stride=2, norm=norm),  # d64
-            ConvLayer(c2, c3, 3, stride=2, norm=norm),  # d128
+            ConvLayer(3, c1, 9, norm=norm if stem_norm else None, pad=pad),  # c9s1-32
+            ConvLayer(c1, c2, 3, stride=2, norm=norm, pad=pad),  # d64
+            ConvLayer(c2, c3, 3, stride=2, norm=norm, pad=pad),  # d128
         )
-        self.residuals = nn.Sequential(*(ResidualBlock(c3, norm) for _ in range(num_residual)))  # R128 x 5
+        self.residuals = nn.Sequential(
+            *(ResidualBlock(c3, norm, crop) for _ in range(num_residual))
+        )  # R128 x 5
         self.decoder = nn.Sequential(
             UpsampleLayer(c3, c2, norm, upsample),  # u64
             UpsampleLayer(c2, c1, norm, upsample),  # u32
-            ConvLayer(c1, 3, 9, norm=None, relu=False),  # c9s1-3
+            ConvLayer(c1, 3, 9, norm=None, relu=False, pad=pad),  # c9s1-3
         )
 
     def forward(self, images: torch.Tensor, border: int = 0) -> torch.Tensor:
@@ -183,18 +254,46 @@ class TransformerNet(nn.Module):
         Args:
             images: the content images.
             border: reflection padding added around the image before the network and cropped off
-                after it (0 in training; :data:`DEFAULT_BORDER` at inference).
+                after it (0 in training; :data:`DEFAULT_BORDER` at inference). Not used with
+                ``padding="reflect-start"``, whose own start padding is the original's border.
         """
         h, w = images.shape[-2], images.shape[-1]
+        if self.caffe:
+            images = images.flip(1) * 255 - self.caffe_mean  # BGR, 0-255, mean pixel 0
+        if self.start_pad:
+            # The paper's layout: its own reflection border and exact sizes (ceil(side / 4) * 4 out,
+            # as the original network computes them), cropped to the input's size.
+            x = reflect_pad(images, self.start_pad)
+            y = self.decoder(self.residuals(self.encoder(x)))  # raw scores, (B, 3, >= H, >= W)
+            return self.head(y[..., :h, :w])
         x, b = pad_image(images, border)
         y = self.decoder(self.residuals(self.encoder(x)))  # raw scores, (B, 3, H', W')
         return self.head(y[..., b : b + h, b : b + w])
 
     def head(self, scores: torch.Tensor) -> torch.Tensor:
         """The output nonlinearity: raw decoder scores -> images in [0, 1]."""
-        if self.output == "clamp":
-            return scores.clamp(0, 1)
-        return torch.sigmoid(scores)
+        if self.output == "sigmoid" and not self.caffe:
+            return torch.sigmoid(scores)
+        y = scores.float()
+        if self.output == "tanh":
+            y = torch.tanh(y) * self.tanh_scale
+        elif self.output == "sigmoid":
+            y = torch.sigmoid(y)
+        if self.caffe:  # BGR 0-255 minus the mean -> RGB [0, 1]
+            y = (y + self.caffe_mean.float()).flip(1) / 255
+        return y.clamp(0, 1).to(scores.dtype)
+
+
+def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflection padding by ``pad`` px on every side, in steps for images of ``pad`` px or less
+    (one reflection needs padding < size; the image is then mirrored again, as a tiling would)."""
+    x = images
+    left = pad
+    while left > 0:
+        step = min(left, min(x.shape[-2], x.shape[-1]) - 1)
+        x = F.pad(x, (step, step, step, step), mode="reflect")
+        left -= step
+    return x
 
 
 def padding(h: int, w: int, border: int) -> tuple[int, int, int]:

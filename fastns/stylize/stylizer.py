@@ -78,7 +78,8 @@ class Stylizer:
         channels_last: channels-last memory layout; ``None`` (default): on the CPU only, where
             oneDNN's convolutions are faster in it. On CUDA the reflection padding and
             normalisation kernels lose more in it than cuDNN gains (benchmarks/README_stylize.md).
-        border: reflection padding around every image, px (module docstring, point 2).
+        border: reflection padding around every image, px (module docstring, point 2). Networks
+            imported from jcjohnson/fast-neural-style pad by their own 40 px instead.
     """
 
     def __init__(
@@ -112,6 +113,8 @@ class Stylizer:
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> Stylizer:
         """A stylizer for the model file ``path`` (``model.safetensors``); ``kwargs`` as for the class.
 
+        Also another project's network: ``fastns.importers.load_network``.
+
         Raises:
             ModelFileError: the file is missing or not a fastns model file.
         """
@@ -121,7 +124,7 @@ class Stylizer:
                 f"{path}: a training checkpoint, not a model file; turn it into one with "
                 f"python scripts/export.py model={path}"
             )
-        net, info = load_network(path)  # a model file, or a pytorch/examples network (.pth)
+        net, info = load_network(path)  # a model file, or another project's network (.pth, .t7)
         return cls(net, info=info, **kwargs)
 
     @property
@@ -185,6 +188,11 @@ class Stylizer:
         ``H', W'`` is the input size, or the ``max_size`` fit. Arguments as for :meth:`__call__`.
         """
         check_controls(strength, max_size, tile)
+        if tile is not None and self.net.start_pad:
+            raise ConfigError(
+                "tile= is not available for networks imported from jcjohnson/fast-neural-style "
+                "(padding=reflect-start); use max_size= to bound the image size"
+            )
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if not images.is_floating_point():
