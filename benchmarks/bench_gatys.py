@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 LOSSES = {
-    # name: (arch, content layers, style layers) - the two presets of configs/loss/
+    # name: (arch, content layers, style layers) - the two presets of fastns/configs/loss/
     "gatys": ("vgg19", ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
     "johnson": ("vgg16", ["relu2_2"], ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]),
 }

@@ -65,7 +65,7 @@ SHARED = Path(os.environ.get("FASTNS_SHARED", ROOT.parent / "shared"))
 #: The recommended recipe: every other setting is the defaults'. Nothing else is added in real mode,
 #: so that the table describes exactly what the docs tell users to run.
 RECIPE = ["experiment=cpu"]
-#: --tiny: the pipeline check's sizes (configs/debug/tiny.yaml: 32 px, width 0.25, one residual
+#: --tiny: the pipeline check's sizes (fastns/configs/debug/tiny.yaml: 32 px, width 0.25, one residual
 #: block, no loader workers), three steps.
 TINY_TRAIN = ["debug=tiny", "trainer.max_steps=3"]
 #: The validation photos shown per style in the contact sheet.

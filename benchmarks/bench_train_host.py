@@ -68,7 +68,7 @@ def _config(photos: Path, style: Path, steps: int, run_dir: Path):
         "trainer.enable_model_summary=false",
         f"run_dir={run_dir}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fastns" / "configs"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
 

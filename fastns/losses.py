@@ -165,7 +165,7 @@ class PerceptualLoss(nn.Module):
         self._style_scales: dict[str, torch.Tensor] = {}
         self._content_targets: dict[str, torch.Tensor] = {}
 
-    #: The keys of a loss config (``configs/loss/*.yaml``) and of its ``vgg`` entry.
+    #: The keys of a loss config (``fastns/configs/loss/*.yaml``) and of its ``vgg`` entry.
     CONFIG_KEYS = (
         "content_layers",
         "style_layers",
@@ -180,7 +180,7 @@ class PerceptualLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Mapping, device: torch.device | str | None = None) -> PerceptualLoss:
-        """The loss a config describes (``configs/loss/*.yaml``, or :meth:`config` of another loss).
+        """The loss a config describes (``fastns/configs/loss/*.yaml``, or :meth:`config` of another loss).
 
         Unknown keys are errors that name the key, so a typo never silently keeps a default.
         """

@@ -37,7 +37,7 @@ class StyleTransferModule(pl.LightningModule):
 
     Args:
         model: :class:`TransformerNet` constructor arguments.
-        loss: :class:`PerceptualLoss` settings (``configs/loss/*.yaml``).
+        loss: :class:`PerceptualLoss` settings (``fastns/configs/loss/*.yaml``).
         style: the ``style`` config (image(s), size, scale, blend weights, name).
         image_size: training crop size (for ``style.scale``).
         optimizer: a Hydra ``_partial_`` config of a torch optimiser (Adam, lr 1e-3 in the paper).

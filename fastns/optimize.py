@@ -219,7 +219,7 @@ def optimize_image(
 
 
 def build_optimizer(cfg_optimizer: DictConfig) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
-    """The optimiser factory an ``optimizer`` config (``configs/optimizer/*.yaml``, ``_partial_``) names."""
+    """The optimiser factory an ``optimizer`` config (``fastns/configs/optimizer/*.yaml``, ``_partial_``) names."""
     target = cfg_optimizer.get("_target_")
     try:
         factory = instantiate(cfg_optimizer)
@@ -278,7 +278,7 @@ def _init_image(cfg: DictConfig, content: torch.Tensor | None, size: tuple[int, 
 def run(cfg: DictConfig) -> Path:
     """Run Gatys style transfer (or texture synthesis when ``content`` is null) from a config.
 
-    See ``configs/optimize.yaml`` for the keys. Returns the path of the written image.
+    See ``fastns/configs/optimize.yaml`` for the keys. Returns the path of the written image.
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(int(cfg.seed))

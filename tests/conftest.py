@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "fastns" / "configs"
 # The data folder that lives beside the project on development machines and in CI.
 SHARED = Path(os.environ.get("FASTNS_SHARED", ROOT.parent / "shared"))
 SHARED_VGG16 = SHARED / "weights" / "vgg16_hed_features.pth"

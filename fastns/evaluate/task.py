@@ -92,7 +92,7 @@ def _json_safe(obj: Any) -> Any:
 def run(cfg: DictConfig) -> Path:
     """Evaluate ``cfg.model`` on ``cfg.images`` and write the report folder ``cfg.output``.
 
-    See ``configs/tools/evaluate.yaml`` for the keys. Every input is checked and every photo
+    See ``fastns/configs/tools/evaluate.yaml`` for the keys. Every input is checked and every photo
     loaded before the long part, so a bad file fails in the first seconds and nothing is written.
     Returns the report folder.
     """

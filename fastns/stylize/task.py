@@ -48,7 +48,7 @@ def _kind(input: str) -> str:
 def run(cfg: DictConfig) -> Any:
     """Stylise ``cfg.input`` (image, folder, glob, video or ``webcam``) with ``cfg.model``.
 
-    See ``configs/tools/stylize.yaml`` for the keys. Returns the output path (image), the
+    See ``fastns/configs/tools/stylize.yaml`` for the keys. Returns the output path (image), the
     :class:`FolderReport`, the :class:`VideoReport`, or the number of webcam frames shown.
 
     Raises:
