@@ -34,6 +34,7 @@ from .importers import IMPORTED_SUFFIXES, load_network
 from .modelfile import ModelInfo, save_model
 from .transformer import DEFAULT_BORDER, PaddedNet, TransformerNet
 from .utils import atomic_write
+from .zoo import is_zoo, resolve_model
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -193,7 +194,8 @@ def run(cfg: DictConfig) -> Path:
     ``format=null`` takes the format from ``output``'s extension (``.onnx``, ``.pt``/``.ts``,
     ``.safetensors``), else writes the safetensors model file.
     """
-    src = Path(cfg.model)
+    src = resolve_model(cfg.model)  # zoo:<name> is fetched and converted (cached) first
+    from_zoo = is_zoo(cfg.model)
     fmt = cfg.format
     if fmt is None:
         suffix = Path(cfg.output).suffix.lower() if cfg.output else ""
@@ -203,8 +205,13 @@ def run(cfg: DictConfig) -> Path:
     fmt = str(fmt)
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not supported; use one of {sorted(FORMATS)}")
-    output = Path(cfg.output) if cfg.output else src.with_suffix(FORMATS[fmt])
-    if fmt == "safetensors" and src.suffix.lower() not in (".ckpt", *IMPORTED_SUFFIXES):
+    if cfg.output:
+        output = Path(cfg.output)
+    elif from_zoo:  # in the working folder, not in the cache: zoo:jcjohnson/candy -> jcjohnson-candy.onnx
+        output = Path(src.name.replace("--", "-")).with_suffix(FORMATS[fmt])
+    else:
+        output = src.with_suffix(FORMATS[fmt])
+    if fmt == "safetensors" and not from_zoo and src.suffix.lower() not in (".ckpt", *IMPORTED_SUFFIXES):
         raise ConfigError(
             f"model={src}: format=safetensors turns a training checkpoint (.ckpt), a pytorch/examples "
             "network (.pth) or a jcjohnson/fast-neural-style network (.t7) into a model file; for a model "

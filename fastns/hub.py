@@ -67,13 +67,14 @@ def cached_path(url: str) -> Path:
     return cache_dir() / "files" / f"{key}-{name}"
 
 
-def download(url: str, *, key: str = "style.image") -> Path:
+def download(url: str, *, key: str = "style.image", hint: str | None = None) -> Path:
     """Return a local copy of ``url``, downloading and verifying it on first use.
 
     Args:
         url: ``http(s)://`` or ``file://`` URL, optionally with ``#sha256=<hex>``.
         key: the config key the URL came from, named in error messages so the user knows what
             to change to pass a local file instead.
+        hint: what to do instead, when the default (``pass <key>=/path/to/<file>``) does not fit.
 
     Raises:
         DownloadError: offline, HTTP error, or checksum mismatch (one line, says what to do).
@@ -82,7 +83,7 @@ def download(url: str, *, key: str = "style.image") -> Path:
     dest = cached_path(url)
     if dest.exists() and (sha is None or sha256_file(dest) == sha):
         return dest
-    how_to_fix = f"download it yourself and pass {key}=/path/to/{dest.name.split('-', 1)[1]}"
+    how_to_fix = hint or f"download it yourself and pass {key}=/path/to/{dest.name.split('-', 1)[1]}"
     try:
         with atomic_write(dest) as tmp:
             try:

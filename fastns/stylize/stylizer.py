@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,7 @@ from ..importers import load_network
 from ..modelfile import ModelInfo
 from ..transformer import DEFAULT_BORDER, PaddedNet, TransformerNet, padding
 from ..utils import resolve_device
+from ..zoo import resolve_model
 from .inference import prepare, resolve_dtype
 from .tiling import MIN_TILE, stylize_tiled
 
@@ -113,12 +113,14 @@ class Stylizer:
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> Stylizer:
         """A stylizer for the model file ``path`` (``model.safetensors``); ``kwargs`` as for the class.
 
-        Also another project's network: ``fastns.importers.load_network``.
+        Also another project's network (``fastns.importers.load_network``), or ``zoo:<name>``, a
+        published network fetched by name (``fastns.zoo``).
 
         Raises:
             ModelFileError: the file is missing or not a fastns model file.
+            DownloadError: a zoo network could not be downloaded.
         """
-        path = Path(path)
+        path = resolve_model(path)
         if path.suffix == ".ckpt":
             raise ModelFileError(
                 f"{path}: a training checkpoint, not a model file; turn it into one with "

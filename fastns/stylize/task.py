@@ -12,6 +12,7 @@ import torch
 
 from ..errors import ConfigError, ImageError
 from ..image import check_output_path, glob_base
+from ..zoo import table as zoo_table
 from .files import SkippedFilesError, stylize_folder, stylize_image
 from .stylizer import Stylizer, check_controls
 from .video import VIDEO_EXTENSIONS, stylize_video
@@ -55,6 +56,14 @@ def run(cfg: DictConfig) -> Any:
         SkippedFilesError: after a folder run in which some files could not be read or written
             (all the others were written); the script prints it and exits with status 2.
     """
+    zoo = cfg.get("zoo")
+    if zoo is not None:
+        if str(zoo) != "list":
+            raise ConfigError(
+                f"zoo={zoo}: the only value is list (prints the networks model=zoo:<name> fetches)"
+            )
+        print(zoo_table())
+        return None
     if cfg.input is None:
         raise ConfigError("missing required setting input: pass input=photo.jpg, a folder, a video or webcam")
     input = str(cfg.input)
