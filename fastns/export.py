@@ -30,18 +30,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import ConfigError, FastnsError, ModelFileError, first_line
+from .hfhub import PREFIX as HF_PREFIX
+from .hfhub import is_hf, write_folder
 from .importers import IMPORTED_SUFFIXES, load_network
 from .modelfile import ModelInfo, save_model
+from .sources import resolve_model
 from .transformer import DEFAULT_BORDER, PaddedNet, TransformerNet
 from .utils import atomic_write
-from .zoo import is_zoo, resolve_model
+from .zoo import PREFIX as ZOO_PREFIX
+from .zoo import is_zoo
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx", "hub": ""}
 #: Largest output difference from PyTorch that an export may show, on [0, 1] images.
 TOLERANCE = 1e-3
 #: Image sizes the exports are checked on: odd, non-square, not multiples of 4.
@@ -192,10 +196,11 @@ def run(cfg: DictConfig) -> Path:
     """Export ``cfg.model`` (a model file or training checkpoint) to ``cfg.format`` at ``cfg.output``.
 
     ``format=null`` takes the format from ``output``'s extension (``.onnx``, ``.pt``/``.ts``,
-    ``.safetensors``), else writes the safetensors model file.
+    ``.safetensors``), else writes the safetensors model file. ``format=hub`` writes a Hugging Face
+    Hub-ready folder (:mod:`fastns.hfhub`).
     """
-    src = resolve_model(cfg.model)  # zoo:<name> is fetched and converted (cached) first
-    from_zoo = is_zoo(cfg.model)
+    src = resolve_model(cfg.model)  # zoo:<name> and hf:<repo> are fetched (cached) first
+    fetched = _fetched_name(str(cfg.model))
     fmt = cfg.format
     if fmt is None:
         suffix = Path(cfg.output).suffix.lower() if cfg.output else ""
@@ -207,15 +212,17 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(f"format={fmt!r} is not supported; use one of {sorted(FORMATS)}")
     if cfg.output:
         output = Path(cfg.output)
-    elif from_zoo:  # in the working folder, not in the cache: zoo:jcjohnson/candy -> jcjohnson-candy.onnx
-        output = Path(src.name.replace("--", "-")).with_suffix(FORMATS[fmt])
+    elif fmt == "hub":
+        output = Path(f"{fetched}_hub") if fetched else src.with_name(f"{src.stem}_hub")
+    elif fetched:  # in the working folder, not in a cache: zoo:jcjohnson/candy -> jcjohnson-candy.onnx
+        output = Path(fetched + FORMATS[fmt])
     else:
         output = src.with_suffix(FORMATS[fmt])
-    if fmt == "safetensors" and not from_zoo and src.suffix.lower() not in (".ckpt", *IMPORTED_SUFFIXES):
+    if fmt == "safetensors" and not fetched and src.suffix.lower() not in (".ckpt", *IMPORTED_SUFFIXES):
         raise ConfigError(
             f"model={src}: format=safetensors turns a training checkpoint (.ckpt), a pytorch/examples "
             "network (.pth) or a jcjohnson/fast-neural-style network (.t7) into a model file; for a model "
-            "file use format=onnx or format=torchscript"
+            "file use format=onnx, torchscript or hub"
         )
     if output.resolve() == src.resolve():
         raise ConfigError(f"output={output} is the input file; refusing to overwrite it")
@@ -227,8 +234,20 @@ def run(cfg: DictConfig) -> Path:
     net, info = load_network(src)
     if fmt == "safetensors":
         path = save_model(output, net, style=info.style, loss=info.loss, training=info.training)
+    elif fmt == "hub":
+        path = write_folder(net, info, output, report=cfg.get("report"))
     else:
         exporter = export_onnx if fmt == "onnx" else export_torchscript
         path = exporter(net, info, output, border=border, verify=bool(cfg.verify))
     log.info("wrote %s", path)
     return path
+
+
+def _fetched_name(model: str) -> str | None:
+    """A file name for a network fetched by name: ``zoo:jcjohnson/candy`` -> ``jcjohnson-candy``,
+    ``hf:user/candy@v2`` -> ``candy``; None for a local file."""
+    if is_zoo(model):
+        return model[len(ZOO_PREFIX) :].replace("/", "-")
+    if is_hf(model):
+        return model[len(HF_PREFIX) :].partition("@")[0].rsplit("/", 1)[-1]
+    return None

@@ -176,10 +176,3 @@ def _extract(archive: Path, member: str, folder: Path, name: str) -> Path:
             f"model=zoo:{name}: the download is not a zip archive, removed from the cache"
         ) from None
     return out
-
-
-def resolve_model(model: str | os.PathLike) -> Path:
-    """A local path for a ``model=`` value: ``zoo:<name>`` is fetched (cached), a path is returned as given."""
-    if is_zoo(model):
-        return fetch(str(model)[len(PREFIX) :])
-    return Path(str(model))

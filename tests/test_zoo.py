@@ -16,6 +16,7 @@ from fastns.errors import DownloadError, ModelFileError
 from fastns.hub import cache_dir, sha256_file
 from fastns.importers import load_network
 from fastns.modelfile import load_model
+from fastns.sources import resolve_model
 
 from .conftest import ROOT, make_photo, run_script
 from .test_importers import examples_checkpoint
@@ -79,7 +80,7 @@ def _files_in_cache() -> list[Path]:
 def test_a_zoo_network_is_downloaded_verified_converted_and_cached_once(served, monkeypatch):
     server, pth = served
     _entry(monkeypatch, "mosaic", f"{server.url}/saved_models.zip?dl=1", "saved_models/mosaic.pth")
-    path = zoo.resolve_model("zoo:mosaic")
+    path = resolve_model("zoo:mosaic")
     assert path == zoo.cached_model("mosaic") and path.suffix == ".safetensors"
     net, info = load_model(path)
     x = torch.rand(1, 3, 37, 50)
@@ -89,7 +90,7 @@ def test_a_zoo_network_is_downloaded_verified_converted_and_cached_once(served, 
     assert info.training["source_url"].startswith(server.url)
     assert info.training["source_sha256"] == sha256_file(pth)  # the bytes it came from
     assert len(server.requests) == 1
-    assert zoo.resolve_model("zoo:mosaic") == path
+    assert resolve_model("zoo:mosaic") == path
     assert len(server.requests) == 1  # cached: the second use touches no network
 
 
@@ -132,7 +133,7 @@ def test_an_unknown_name_lists_the_zoo():
     with pytest.raises(
         ModelFileError, match=r"model=zoo:vangogh: no such network in the zoo; one of candy, mosaic"
     ):
-        zoo.resolve_model("zoo:vangogh")
+        resolve_model("zoo:vangogh")
 
 
 def test_the_table_names_every_published_network():

@@ -45,9 +45,9 @@ from ..errors import ConfigError, ImageError, ModelFileError
 from ..image import MIN_SIDE, load_image, pil_to_tensor, resize_longest, resize_pil, tensor_to_pil, to_rgb
 from ..importers import load_network
 from ..modelfile import ModelInfo
+from ..sources import resolve_model
 from ..transformer import DEFAULT_BORDER, PaddedNet, TransformerNet, padding
 from ..utils import resolve_device
-from ..zoo import resolve_model
 from .inference import prepare, resolve_dtype
 from .tiling import MIN_TILE, stylize_tiled
 
@@ -113,8 +113,8 @@ class Stylizer:
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> Stylizer:
         """A stylizer for the model file ``path`` (``model.safetensors``); ``kwargs`` as for the class.
 
-        Also another project's network (``fastns.importers.load_network``), or ``zoo:<name>``, a
-        published network fetched by name (``fastns.zoo``).
+        Also another project's network (``fastns.importers.load_network``), ``zoo:<name>``, a
+        published network fetched by name (``fastns.zoo``), or ``hf:<repo>`` (``fastns.hfhub``).
 
         Raises:
             ModelFileError: the file is missing or not a fastns model file.
