@@ -1,4 +1,4 @@
-"""Pure image measurements that need no VGG: grid pattern, colour histograms, luminance SSIM.
+"""Pure image measurements that need no VGG: grid pattern, colour histograms, luminance SSIM, flicker.
 
 Shared by training (TensorBoard) and ``scripts/evaluate.py``. Every function takes images in
 [0, 1] and returns plain numbers or tensors; none loads a model.
@@ -6,6 +6,7 @@ Shared by training (TensorBoard) and ``scripts/evaluate.py``. Every function tak
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import luminance
+from .flow import DenseFlow, FrameFlow, warp
 
 #: Period of :func:`grid_pattern`: the transformer network's two x2 stages repeat every 4 px.
 GRID_PERIOD = 4
@@ -107,3 +109,78 @@ def ssim_luminance(image: torch.Tensor, reference: torch.Tensor) -> float:
     else:
         kwargs = {"win_size": max(3, side - (side + 1) % 2)}  # the largest odd window that fits, >= 3
     return float(structural_similarity(a, b, data_range=1.0, **kwargs))
+
+
+def frame_warping_error(current: torch.Tensor, previous: torch.Tensor, flow: FrameFlow) -> torch.Tensor:
+    """Lai et al.'s warping error of one frame pair: ``(B,)``, NaN where no pixel is reliable.
+
+    The mean squared difference (over the reliable pixels and the 3 channels, images in [0, 1])
+    between ``current`` (frame t, ``(B, 3, H, W)``) and ``previous`` (frame t−1) warped onto it by
+    ``flow``, the flow of the *input* frames (:meth:`fastns.flow.DenseFlow.between`).
+    """
+    warped = warp(previous.float(), flow.flow)
+    mask = flow.reliable.float()
+    squared = (current.float() - warped).square().mean(1, keepdim=True) * mask
+    return squared.sum((1, 2, 3)) / mask.sum((1, 2, 3))  # 0 / 0 = NaN: no reliable pixel
+
+
+def warping_errors(
+    inputs: torch.Tensor | Iterable[torch.Tensor],
+    outputs: torch.Tensor | Iterable[torch.Tensor] | None = None,
+    *,
+    preset: str = "medium",
+    max_size: int | None = None,
+) -> list[float]:
+    """The flicker of a processed clip: :func:`frame_warping_error` of each consecutive pair of ``outputs``.
+
+    The warping error of Lai et al. (2018, "Learning Blind Video Temporal Consistency"):
+    stylised frame t against stylised frame t−1 warped to t by the optical flow of the *input*
+    frames t → t−1 (DIS, :mod:`fastns.flow`), over the pixels where that flow is reliable
+    (forward-backward consistent and off motion boundaries, as Ruder et al. 2016, and coming from
+    inside the frame). 0 for a clip that moves exactly with its
+    input; per-frame stylisation flickers and scores higher. ``outputs=None`` measures the input
+    clip itself: the floor (the warp's own interpolation and the flow's errors).
+
+    Args:
+        inputs: the input frames in order: ``(T, 3, H, W)`` in [0, 1], or an iterable of
+            ``(3, H, W)`` / ``(1, 3, H, W)`` frames (streamed: a long clip is never held whole).
+        outputs: the processed frames, same sizes (``None``: the inputs).
+        preset, max_size: the DIS flow (:class:`fastns.flow.DenseFlow`); every method compared on a
+            clip must use the same.
+
+    Returns:
+        One error per consecutive pair (``T − 1`` values), NaN for a pair with no reliable pixel
+        (a scene cut); :func:`warping_error` averages them.
+    """
+    flows = DenseFlow(preset, max_size)
+    pairs = ((x, x) for x in inputs) if outputs is None else zip(inputs, outputs, strict=True)
+    errors: list[float] = []
+    previous: tuple[np.ndarray, torch.Tensor] | None = None  # frame t−1: input luminance, output
+    for x, y in pairs:
+        x, y = (x if x.dim() == 4 else x[None]), (y if y.dim() == 4 else y[None])
+        if x.shape[0] != 1 or y.shape != x.shape:
+            raise ValueError(
+                f"expected frames (3, H, W) of one size, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        luma = flows.luma(x)
+        if previous is not None:
+            if previous[1].shape != y.shape:
+                raise ValueError(f"frames change size: {tuple(previous[1].shape)} then {tuple(y.shape)}")
+            flow = flows.pair(luma, previous[0], tuple(x.shape[-2:]), x.device)
+            errors.append(float(frame_warping_error(y, previous[1], flow)[0]))
+        previous = (luma, y)
+    return errors
+
+
+def warping_error(
+    inputs: torch.Tensor | Iterable[torch.Tensor],
+    outputs: torch.Tensor | Iterable[torch.Tensor] | None = None,
+    **flow: Any,
+) -> float:
+    """Lai et al.'s warping error of a clip: the mean of :func:`warping_errors` over its frame pairs.
+
+    Pairs with no reliable pixel (scene cuts) are left out of the mean (Lai et al. count them as
+    0); NaN if no pair has one. Arguments as for :func:`warping_errors`.
+    """
+    errors = [e for e in warping_errors(inputs, outputs, **flow) if not np.isnan(e)]
+    return float(np.mean(errors)) if errors else float("nan")

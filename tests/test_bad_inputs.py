@@ -233,6 +233,24 @@ CASES = {
         ("model={model}", "input={bad_folder}", "output={tmp}/out", *QUIET),
         "none of 2 file(s) could be",
     ),
+    "stylize_temporal_unknown": Case(
+        "stylize",
+        ("model={model}", "input={fake_video}", "output={tmp}/o.mp4", "temporal=sometimes"),
+        "temporal=sometimes: expected none",
+        ("o.mp4",),
+    ),
+    "stylize_flow_blend_range": Case(
+        "stylize",
+        ("model={model}", "input={fake_video}", "output={tmp}/o.mp4", "temporal=flow", "flow.blend=1"),
+        "flow.blend=1 must be in [0, 1)",
+        ("o.mp4",),
+    ),
+    "stylize_temporal_on_image": Case(
+        "stylize",
+        ("model={model}", "input={photo}", "output={tmp}/o.png", "temporal=flow"),
+        "temporal=flow is for video",
+        ("o.png",),
+    ),
     "stylize_fake_video": Case(
         "stylize",
         ("model={model}", "input={fake_video}", "output={tmp}/o.mp4"),

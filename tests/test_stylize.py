@@ -303,8 +303,10 @@ def test_cli_folder_recursive_skips_bad_files_and_ignores_its_own_output(
 # -- video -----------------------------------------------------------------------------------------
 
 
-def make_video(path: Path, frames: int = 8, size=(64, 48), fps: int = 12, audio: str | None = "aac") -> Path:
-    """A short clip: moving colour bars, and a 440 Hz tone."""
+def make_video(
+    path: Path, frames: int = 8, size=(64, 48), fps: int = 12, audio: str | None = "aac", images=None
+) -> Path:
+    """A short clip: moving colour bars (or ``images``, (H, W, 3) uint8 frames), and a 440 Hz tone."""
     w, h = size
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
@@ -317,6 +319,7 @@ def make_video(path: Path, frames: int = 8, size=(64, 48), fps: int = 12, audio:
             img[..., 0] = (30 * i) % 256
             img[:, : (i * 7) % w, 1] = 200
             img[..., 2] = np.linspace(0, 255, w, dtype=np.uint8)
+            img = img if images is None else images[i]
             for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in video.encode(None):
@@ -516,7 +519,10 @@ def test_webcam_plays_a_video_file_at_its_frame_rate(stylizer, monkeypatch, tmp_
 def test_cli_webcam_errors(monkeypatch, capsys, model_file):
     monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
     code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", "input=webcam"])
-    assert code == 2 and "pip install 'fastns[webcam]'" in err
+    assert (
+        code == 2
+        and "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python" in err
+    )
     cv2 = fake_cv2(frames=0, opened=False)
     monkeypatch.setitem(sys.modules, "cv2", cv2)
     code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", "input=webcam", "camera=3"])

@@ -13,6 +13,7 @@ Modules, from the network up:
 - :mod:`~fastns.stylize.stylizer`: :class:`Stylizer`, tensors / Pillow images / video frames in and out;
 - :mod:`~fastns.stylize.threads`: background loading, decoding, saving and encoding;
 - :mod:`~fastns.stylize.files`, :mod:`~fastns.stylize.video`, :mod:`~fastns.stylize.webcam`: the inputs;
+- :mod:`~fastns.stylize.temporal`: ``temporal=flow``, frames blended along the optical flow (less flicker);
 - :mod:`~fastns.stylize.task`: ``run(cfg)``, the config-driven task behind ``scripts/stylize.py``.
 """
 
@@ -20,12 +21,14 @@ from .files import FolderReport, SkippedFilesError, stylize_folder, stylize_imag
 from .inference import PRECISIONS
 from .stylizer import Stylizer
 from .task import default_output, run
+from .temporal import FlowBlend
 from .video import VIDEO_EXTENSIONS, VideoError, VideoReport, stylize_video
 from .webcam import run_webcam
 
 __all__ = [
     "PRECISIONS",
     "VIDEO_EXTENSIONS",
+    "FlowBlend",
     "FolderReport",
     "SkippedFilesError",
     "Stylizer",

@@ -225,6 +225,7 @@ class Stylizer:
         strength: float = 1.0,
         preserve_color: bool = False,
         yuv420p: bool = False,
+        temporal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> np.ndarray:
         """Stylise 8-bit RGB frames ``(B, H, W, 3)`` (or a list of ``(H, W, 3)``), as decoders give them.
 
@@ -235,12 +236,18 @@ class Stylizer:
         result is ``(B, H * 3 // 2, W)`` FFmpeg yuv420p planes instead (:func:`rgb_to_yuv420p`),
         converted on the device, which spares the encoder thread FFmpeg's single-threaded
         conversion (slower than the network on a GPU at 1080p).
+
+        ``temporal`` (``temporal=flow``: a :class:`~fastns.stylize.temporal.FlowBlend`) takes the
+        content and output frames ``(B, 3, H, W)`` in [0, 1] on the device, in order, and returns the
+        frames to keep; ``None`` stylises each frame on its own.
         """
         check_controls(strength, None, None)
         x = self._upload(frames)
         # (B, H, W, 3) -> (B, 3, H, W): a permuted view, i.e. already channels-last in memory.
         content = x.permute(0, 3, 1, 2).float().div_(255.0)
         out = content if strength == 0 else self._stylize_on_device(content, strength, preserve_color)
+        if temporal is not None:
+            out = temporal(content, out)
         if yuv420p:
             return rgb_to_yuv420p(out).cpu().numpy()
         out = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

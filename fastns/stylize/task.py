@@ -15,6 +15,7 @@ from ..image import check_output_path, glob_base
 from ..zoo import table as zoo_table
 from .files import SkippedFilesError, stylize_folder, stylize_image
 from .stylizer import Stylizer, check_controls
+from .temporal import make_temporal
 from .video import VIDEO_EXTENSIONS, stylize_video
 from .webcam import import_cv2, run_webcam
 
@@ -79,6 +80,12 @@ def run(cfg: DictConfig) -> Any:
     check_controls(controls["strength"], max_size, tile)
     if kind in ("video", "webcam") and tile is not None:
         raise ConfigError("tile= is for still images; for video use max_size= to bound the frame size")
+    # Before the model loads: a bad setting, or no OpenCV for the flow, fails at once.
+    temporal = make_temporal(cfg.get("temporal"), **(cfg.get("flow") or {}))
+    if temporal is not None and kind not in ("video", "webcam"):
+        raise ConfigError(
+            f"temporal={cfg.temporal} is for video and the webcam; a {kind} has no frames to follow"
+        )
     if kind == "image" and output is not None:
         check_output_path(output, [input])
     if kind == "webcam":
@@ -100,7 +107,14 @@ def run(cfg: DictConfig) -> Any:
     progress = bool(cfg.progress)
 
     if kind == "webcam":
-        return run_webcam(stylizer, cfg.camera, max_size=max_size or 720, mirror=bool(cfg.mirror), **controls)
+        return run_webcam(
+            stylizer,
+            cfg.camera,
+            max_size=max_size or 720,
+            mirror=bool(cfg.mirror),
+            temporal=temporal,
+            **controls,
+        )
     if kind == "video":
         report = stylize_video(
             stylizer,
@@ -112,6 +126,7 @@ def run(cfg: DictConfig) -> Any:
             crf=int(cfg.video.crf),
             preset=str(cfg.video.preset),
             progress=progress,
+            temporal=temporal,
             **controls,
         )
         log.info(
@@ -123,6 +138,10 @@ def run(cfg: DictConfig) -> Any:
             report.fps,
             report.audio_streams,
         )
+        if temporal is not None:
+            log.info(
+                "temporal=flow: %d frame(s) restarted the blend (the first and scene cuts)", temporal.restarts
+            )
         if report.damaged_packets:
             log.warning(
                 "%s: %d damaged video packet(s) skipped; the other frames were written, with their timing",

@@ -123,6 +123,7 @@ def stylize_video(
     crf: int = 18,
     preset: str = "veryfast",
     progress: bool = False,
+    temporal: Callable[[Any, Any], Any] | None = None,
     **controls: Any,
 ) -> VideoReport:
     """Stylise a video file with PyAV (FFmpeg): same frame rate and timestamps, audio copied.
@@ -145,6 +146,9 @@ def stylize_video(
         preset: x264 speed/size trade-off (``ultrafast`` ... ``veryslow``). ``veryfast`` keeps up
             with a GPU at 1080p; ``medium`` gives smaller files at equal quality, encoding slower.
         progress: show a progress bar.
+        temporal: ``None``: each frame stylised on its own; a
+            :class:`~fastns.stylize.temporal.FlowBlend` (``temporal=flow``): each frame blended with
+            the previous output where the optical flow says it only moved (less flicker).
         controls: ``strength`` and ``preserve_color`` (tiling is for still images).
     """
     from tqdm.auto import tqdm
@@ -220,6 +224,7 @@ def stylize_video(
                         (width, height),
                         int(batch_size),
                         controls,
+                        temporal,
                         tqdm(total=total, desc="stylise", unit="frame", disable=not progress),
                     )
                 except av.error.FFmpegError as e:
@@ -245,6 +250,7 @@ def _video_pipeline(
     size: tuple[int, int],
     batch_size: int,
     controls: dict,
+    temporal: Callable[[Any, Any], Any] | None,
     bar: Any,
 ) -> tuple[int, int]:
     """Decode (thread) -> stylise (this thread) -> encode and mux (thread). Returns the frames written and the
@@ -323,7 +329,7 @@ def _video_pipeline(
         nonlocal count
         if not frames:
             return
-        out = stylizer.stylize_frames(frames, yuv420p=True, **controls)
+        out = stylizer.stylize_frames(frames, yuv420p=True, temporal=temporal, **controls)
         batch_stamps = list(stamps)
         writer.submit(lambda: write_video(out, batch_stamps))
         count += len(frames)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,16 @@ log = logging.getLogger(__name__)
 FALLBACK_FPS = 30.0
 #: Weight of the newest frame in the displayed frame rate (an exponential moving average).
 FPS_SMOOTHING = 0.1
+#: How to get OpenCV's GUI build in place of the headless one fastns depends on. Both provide ``cv2``:
+#: uninstalling one deletes files the other shares, so both go, then the GUI build comes back alone.
+GUI_OPENCV = "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python"
 
 
 def import_cv2() -> Any:
     try:
         import cv2
     except ImportError:
-        raise ConfigError(
-            "input=webcam needs OpenCV with a GUI: pip install 'fastns[webcam]' (opencv-python)"
-        ) from None
+        raise ConfigError(f"input=webcam needs OpenCV with a GUI: {GUI_OPENCV}") from None
     return cv2
 
 
@@ -43,6 +45,7 @@ def run_webcam(
     max_size: int | None = 720,
     mirror: bool = True,
     max_frames: int | None = None,
+    temporal: Callable[[Any, Any], Any] | None = None,
     **controls: Any,
 ) -> int:
     """Show the stylised camera stream in a window with the frame rate; q or Esc quits.
@@ -57,6 +60,8 @@ def run_webcam(
         max_size: downscale camera frames so that the longest side is at most this, px.
         mirror: flip horizontally, like a mirror (what people expect of a front camera).
         max_frames: stop after this many frames (None: until q/Esc or the window is closed).
+        temporal: ``None``, or a :class:`~fastns.stylize.temporal.FlowBlend` (``temporal=flow``)
+            that blends each frame with the previous one shown, where the flow says it only moved.
         controls: ``strength`` and ``preserve_color``.
     """
     cv2 = import_cv2()
@@ -76,7 +81,7 @@ def run_webcam(
     except cv2.error:
         capture.release()
         raise ConfigError(
-            "this OpenCV build has no GUI (opencv-python-headless?); pip install opencv-python"
+            f"input=webcam: this OpenCV build has no GUI (opencv-python-headless); swap it: {GUI_OPENCV}"
         ) from None
 
     latest: list[Any] = [None]
@@ -116,7 +121,8 @@ def run_webcam(
             if max_size is not None and max(h, w) > max_size:
                 frame = cv2.resize(frame, fit_longest(w, h, max_size), interpolation=cv2.INTER_AREA)
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            out = cv2.cvtColor(stylizer.stylize_frames(rgb[None], **controls)[0], cv2.COLOR_RGB2BGR)
+            styled = stylizer.stylize_frames(rgb[None], temporal=temporal, **controls)[0]
+            out = cv2.cvtColor(styled, cv2.COLOR_RGB2BGR)
             now = time.perf_counter()
             rate = 1 / max(now - last, 1e-6)
             fps = (1 - FPS_SMOOTHING) * fps + FPS_SMOOTHING * rate if shown else rate
