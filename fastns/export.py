@@ -20,6 +20,7 @@ renamed into place.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import warnings
@@ -58,23 +59,40 @@ class ExportError(FastnsError):
 
 def metadata(info: ModelInfo, border: int) -> dict[str, str]:
     """String metadata for an exported graph: the model file's, plus how to call the graph."""
-    return {
+    meta = {
         **info.metadata(),
         "border": str(border),
         "input": "images: float32 (N, 3, H, W) RGB in [0, 1]",
         "output": "stylised: float32 (N, 3, H, W) RGB in [0, 1]",
     }
+    if info.num_styles > 1:
+        meta["style_names"] = json.dumps(info.style_names)
+        meta["input"] += (
+            f"; style_weights: float32 ({info.num_styles},), one weight per style of style_names "
+            "(one-hot: a style; a mixture: a blend); default: the first style"
+        )
+    return meta
 
 
-def _check(run: Any, reference: torch.nn.Module, what: str, path: Path) -> float:
-    """Max abs difference between ``run(x)`` and ``reference(x)`` on random images; raises if too large."""
+def _check_styles(num_styles: int) -> list[torch.Tensor | None]:
+    """The style weights an export is checked with: none (the first style), each style, an even blend."""
+    if num_styles == 1:
+        return [None]
+    return [None, *torch.eye(num_styles), torch.full((num_styles,), 1.0 / num_styles)]
+
+
+def _check(run: Any, reference: torch.nn.Module, what: str, path: Path, num_styles: int = 1) -> float:
+    """Max abs difference between ``run(x, w)`` and ``reference(x, w)`` on random images; raises if too large.
+
+    ``w``: style weights (several styles; :func:`_check_styles`), or None.
+    """
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
-    for shape in _CHECK_SHAPES:
+    for shape, w in itertools.product(_CHECK_SHAPES, _check_styles(num_styles)):
         x = torch.rand(shape, generator=gen)
         with torch.inference_mode():
-            expected = reference(x)
-        got = torch.as_tensor(run(x))
+            expected = reference(x) if w is None else reference(x, w)
+        got = torch.as_tensor(run(x) if w is None else run(x, w))
         if got.shape != expected.shape:
             raise ExportError(f"{path}: the {what} gives shape {tuple(got.shape)} for {shape}")
         worst = max(worst, (got.float() - expected).abs().max().item())
@@ -105,7 +123,7 @@ def export_torchscript(
             torch.jit.save(scripted, str(tmp), _extra_files=extra)
             if verify:
                 loaded = torch.jit.load(str(tmp), map_location="cpu")
-                diff = _check(loaded, module, "TorchScript module", output)
+                diff = _check(loaded, module, "TorchScript module", output, net.num_styles)
                 log.info("TorchScript check: max abs difference from PyTorch %.2e", diff)
     return output
 
@@ -150,17 +168,22 @@ def export_onnx(
     # Reflection padding needs sides > border (> 40 for reflect-start networks, which pad by 40 px).
     pad = max(border, net.start_pad)
     side = {"min": pad + 1, "max": 1 << 15}
-    dynamic = {
+    dynamic: dict[str, Any] = {
         "images": {0: Dim("batch", min=1, max=1024), 2: Dim("height", **side), 3: Dim("width", **side)}
     }
-    example = torch.rand(1, 3, 4 * pad + 8, 4 * pad + 12)
+    example: tuple[torch.Tensor, ...] = (torch.rand(1, 3, 4 * pad + 8, 4 * pad + 12),)
+    names = ["images"]
+    if net.num_styles > 1:  # the style weights (N,): a second input
+        example += (torch.full((net.num_styles,), 1.0 / net.num_styles),)
+        dynamic["style_weights"] = None
+        names.append("style_weights")
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
                 module,
-                (example,),
+                example,
                 dynamo=True,
-                input_names=["images"],
+                input_names=names,
                 output_names=["stylised"],
                 dynamic_shapes=dynamic,
                 opset_version=opset,
@@ -169,6 +192,11 @@ def export_onnx(
     except Exception as e:  # the exporter raises many types; one line is what a user can act on
         raise ExportError(f"{output}: ONNX export failed ({first_line(e)})") from None
     proto = program.model_proto
+    if net.num_styles > 1:
+        # An initializer of the input's name is its default value (ONNX IR >= 4): the first style.
+        first = torch.zeros(net.num_styles)
+        first[0] = 1.0
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(first.numpy(), "style_weights"))
     proto.doc_string = (
         f"fastns style network ({info.style.get('name') or 'style'}): images in [0, 1] -> stylised"
     )
@@ -184,10 +212,19 @@ def export_onnx(
             except ImportError:
                 log.info("onnxruntime is not installed: skipped checking the ONNX file against PyTorch")
             else:
-                session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-                diff = _check(
-                    lambda x: session.run(None, {"images": x.numpy()})[0], module, "ONNX graph", output
-                )
+                options = ort.SessionOptions()
+                options.log_severity_level = 3  # not the notice that style_weights' default is not folded
+                session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+
+                def run_onnx(x: torch.Tensor, w: torch.Tensor | None = None) -> Any:
+                    feed = (
+                        {"images": x.numpy()}
+                        if w is None
+                        else {"images": x.numpy(), "style_weights": w.numpy()}
+                    )
+                    return session.run(None, feed)[0]
+
+                diff = _check(run_onnx, module, "ONNX graph", output, net.num_styles)
                 log.info("onnxruntime check: max abs difference from PyTorch %.2e", diff)
     return output
 
@@ -233,7 +270,9 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(f"border={border} must be >= 0")
     net, info = load_network(src)
     if fmt == "safetensors":
-        path = save_model(output, net, style=info.style, loss=info.loss, training=info.training)
+        path = save_model(
+            output, net, style=info.style, loss=info.loss, training=info.training, styles=info.styles
+        )
     elif fmt == "hub":
         path = write_folder(net, info, output, report=cfg.get("report"))
     else:

@@ -104,7 +104,14 @@ def write_folder(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        save_model(tmp / MODEL_FILE, net, style=info.style, loss=info.loss, training=info.training)
+        save_model(
+            tmp / MODEL_FILE,
+            net,
+            style=info.style,
+            loss=info.loss,
+            training=info.training,
+            styles=info.styles,
+        )
         config = {"library_name": "fastns", "format": FORMAT, "format_version": FORMAT_VERSION}
         config |= {"fastns_version": info.fastns_version, **info.as_dict()}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

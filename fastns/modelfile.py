@@ -7,6 +7,10 @@ loading it cannot run code). Its string metadata holds:
 - ``fastns_version``: the version that wrote it;
 - ``model``: JSON of the :class:`TransformerNet` constructor arguments (its whole description);
 - ``style``: JSON of the style (name, sources, size);
+- ``styles`` (networks of several styles only, ``model.num_styles`` = N > 1): JSON list of the N
+  styles in the network's order, each as ``style`` is for a single-style network (name, sources,
+  size); ``style`` then holds only their names joined (``{"name": "candy, mosaic"}``), so
+  single-style files are unchanged;
 - ``loss``: JSON of the :class:`PerceptualLoss` settings the network was trained with;
 - ``training``: JSON summary (steps, final losses, image size, batch size, time...).
 
@@ -52,10 +56,30 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     fastns_version: str = __version__
     format_version: int = FORMAT_VERSION
+    #: Networks of several styles: one ``style``-like dict per style, in the network's order.
+    styles: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The description as plain data (what a training checkpoint stores)."""
-        return {"model": self.model, "style": self.style, "loss": self.loss, "training": self.training}
+        out = {"model": self.model, "style": self.style, "loss": self.loss, "training": self.training}
+        if self.styles:  # single-style descriptions stay as they were
+            out["styles"] = self.styles
+        return out
+
+    @property
+    def num_styles(self) -> int:
+        """N, the styles the network holds."""
+        return int(self.model.get("num_styles", 1))
+
+    @property
+    def style_names(self) -> list[str]:
+        """The styles' names in the network's order (``style1``... where the file names none)."""
+        if self.num_styles == 1:
+            return [str(self.style.get("name") or "style")]
+        names = [str(s.get("name") or "") for s in self.styles]
+        if len(names) != self.num_styles or not all(names):
+            return [f"style{i + 1}" for i in range(self.num_styles)]
+        return names
 
     def metadata(self) -> dict[str, str]:
         """String metadata for a model file or an exported graph (JSON values)."""
@@ -74,9 +98,21 @@ def save_model(
     style: dict[str, Any] | None = None,
     loss: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    styles: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write ``net`` and its description to ``path`` atomically (temporary file, then rename)."""
-    info = ModelInfo(model=dict(net.config), style=style or {}, loss=loss or {}, training=training or {})
+    """Write ``net`` and its description to ``path`` atomically (temporary file, then rename).
+
+    ``styles``: a network of several styles, one description per style (module docstring); its
+    ``style`` entry defaults to their names.
+    """
+    styles = list(styles or []) if getattr(net, "num_styles", 1) > 1 else []
+    if styles and len(styles) != net.num_styles:
+        raise ValueError(f"{len(styles)} style descriptions for a network of {net.num_styles} styles")
+    if styles and not style:
+        style = {"name": ", ".join(str(s.get("name")) for s in styles)}
+    info = ModelInfo(
+        model=dict(net.config), style=style or {}, loss=loss or {}, training=training or {}, styles=styles
+    )
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=info.metadata())
@@ -123,8 +159,9 @@ def _open(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
             training=json.loads(meta.get("training", "{}")),
             fastns_version=written_by,
             format_version=version,
+            styles=list(json.loads(meta.get("styles", "[]"))),
         )
-    except (KeyError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: damaged fastns metadata ({type(e).__name__}: {e})") from None
     return tensors, info
 
@@ -162,19 +199,35 @@ def load_initial_weights(net: TransformerNet, path: str | os.PathLike, key: str 
 
     Fine-tuning from another style's network starts from one that already keeps the subject and
     paints; the two must be the same architecture, and a mismatch names the first differing setting.
+    ``net`` may hold more styles than the file (adding styles): the file's styles come first, with
+    their γ, β unchanged, and each new style starts from the mean of theirs.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelFileError(f"{key}={path}: no such model file")
     source, info = load_model(path)
-    if source.config != net.config:
-        differ = {k for k in {*source.config, *net.config} if source.config.get(k) != net.config.get(k)}
+    theirs = {k: v for k, v in source.config.items() if k != "num_styles"}
+    mine = {k: v for k, v in net.config.items() if k != "num_styles"}
+    if theirs != mine:
+        differ = {k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k)}
         name = sorted(differ)[0]
         raise ModelFileError(
-            f"{key}={path}: its network has {name}={source.config.get(name)!r}, the configured one "
-            f"model.{name}={net.config.get(name)!r}; use a model file of the same architecture"
+            f"{key}={path}: its network has {name}={theirs.get(name)!r}, the configured one "
+            f"model.{name}={mine.get(name)!r}; use a model file of the same architecture"
         )
-    net.load_state_dict(source.state_dict())
+    if source.num_styles > net.num_styles:
+        raise ModelFileError(
+            f"{key}={path}: its network holds {source.num_styles} styles, more than the {net.num_styles} configured"
+        )
+    weights = source.state_dict()
+    if source.num_styles < net.num_styles:
+        target = net.state_dict()
+        for name, value in weights.items():
+            if target[name].shape != value.shape:  # a norm's γ or β: (C,) or (N0, C) -> (N, C)
+                rows = value if value.dim() == 2 else value[None]
+                extra = rows.mean(0, keepdim=True).expand(net.num_styles - rows.shape[0], -1)
+                weights[name] = torch.cat([rows, extra])
+    net.load_state_dict(weights)
     return info
 
 
@@ -202,6 +255,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerNet, ModelInfo]
             style=dict(meta.get("style") or {}),
             loss=dict(meta.get("loss") or {}),
             training=dict(meta.get("training") or {}),
+            styles=list(meta.get("styles") or []),
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{path}: damaged fastns checkpoint ({first_line(e)})") from None

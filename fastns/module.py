@@ -1,22 +1,33 @@
-"""LightningModule: the transformer network trained with the shared perceptual loss."""
+"""LightningModule: the transformer network trained with the shared perceptual loss.
+
+Several styles in one network (``styles=[...]``; Dumoulin, Shlens & Kudlur 2017): each style has its
+own :class:`PerceptualLoss` (its Gram targets computed once), all sharing the one VGG; each training
+step draws one style for the whole batch (seeded by the seed, the rank and the step, so a resumed
+run draws what the uninterrupted one would) and trains the network on it with that style's one-hot
+weights. Validation measures every style. Adding styles to a trained network (``init_from`` +
+``styles``) trains only the new styles' γ, β (``train_only=norms``): the others stay bit-identical.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchvision.utils import make_grid
 
-from .errors import FastnsError, gather
+from .errors import ConfigError, FastnsError, ModelFileError, gather
 from .losses import PerceptualLoss
 from .metrics import grid_pattern
-from .modelfile import ModelInfo, load_initial_weights
+from .modelfile import ModelInfo, load_initial_weights, read_info
 from .style import Style
-from .transformer import TransformerNet
+from .transformer import CondInstanceNorm2d, TransformerNet
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +39,8 @@ class TrainingDiverged(FastnsError):
 def _drop_loss_weights(module, state_dict, prefix, local_metadata) -> None:
     # The VGG inside the loss is a fixed measuring instrument loaded from its own weights: keeping
     # it out of checkpoints saves ~60-80 MB per file and lets a run resume with another VGG path.
-    for key in [k for k in state_dict if k.startswith(prefix + "loss_fn.")]:
+    losses = (prefix + "loss_fn.", prefix + "style_losses.")
+    for key in [k for k in state_dict if k.startswith(losses)]:
         del state_dict[key]
 
 
@@ -53,6 +65,13 @@ class StyleTransferModule(pl.LightningModule):
         loss_margin: pixels at each edge of the network's output left out of the loss (training
             and validation), so that the network cannot score by painting the frame of the crop;
             users get the frame cropped away by the stylizer's reflection border anyway.
+        styles: several styles in one network: one ``style`` config each
+            (:func:`fastns.style.resolve_styles`); ``style`` is then not used. With ``init_from``,
+            the styles added to that network's.
+        train_only: ``"norms"``: train only the γ, β of the styles being trained (the default when
+            ``init_from`` and ``styles`` add styles, whose existing styles then stay bit-identical);
+            ``"all"`` (the default otherwise): every parameter.
+        seed: seeds the per-step draw of the style (several styles).
     """
 
     def __init__(
@@ -69,18 +88,55 @@ class StyleTransferModule(pl.LightningModule):
         style_warmup: int = 0,
         init_from: str | None = None,
         loss_margin: int = 0,
+        styles: list[dict[str, Any]] | None = None,
+        train_only: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
+        #: The styles of an ``init_from`` network that this run adds styles to (kept as they are).
+        self.prior_styles: list[dict[str, Any]] = []
+        if init_from and styles:
+            if not Path(init_from).expanduser().is_file():
+                raise ModelFileError(f"init_from={init_from}: no such model file")
+            prior = read_info(Path(init_from).expanduser())
+            self.prior_styles = list(prior.styles) if prior.num_styles > 1 else [dict(prior.style)]
+            if prior.num_styles == 1 and not self.prior_styles[0].get("name"):
+                self.prior_styles[0]["name"] = "style"
+        configs = list(styles) if styles else [style]
+        num_styles = len(self.prior_styles) + len(configs)
+        if num_styles > 1:
+            model = {**model, "num_styles": num_styles}
+        self.train_only = train_only or ("norms" if self.prior_styles else "all")
+        if self.train_only not in ("all", "norms"):
+            raise ConfigError(f"train_only={train_only!r} must be all or norms")
+        if self.prior_styles and self.train_only != "norms":
+            raise ConfigError(
+                "train_only=all with init_from adding styles would change the network's existing styles, "
+                "whose style images this run does not train on; use train_only=norms (the default)"
+            )
         self.net = TransformerNet(**model)
         if init_from:
             load_initial_weights(self.net, init_from)
-        # Both may download (VGG weights, a style preset): offline, both failures are reported at once.
-        self.loss_fn, self.style = gather(
-            lambda: PerceptualLoss.from_config(loss), lambda: Style.from_config(style)
+        # All may download (VGG weights, style presets): offline, every failure is reported at once.
+        self.loss_fn, *self.styles = gather(
+            lambda: PerceptualLoss.from_config(loss), *(lambda c=c: Style.from_config(c) for c in configs)
         )
-        self.style_size = self.style.longest_side(image_size, reference=image_size)
+        self.style = self.styles[0]
+        #: The network's index of each trained style (after the ``init_from`` network's own).
+        self.trained = [len(self.prior_styles) + i for i in range(len(self.styles))]
+        self.style_sizes = [s.longest_side(image_size, reference=image_size) for s in self.styles]
+        self.style_size = self.style_sizes[0]
         self.loss_fn.set_style(self.style.tensors(self.style_size), self.style.blend_weights)
+        # One loss per further style, sharing the VGG: each caches its own Gram targets, computed once.
+        settings = {k: v for k, v in self.loss_fn.config().items() if k != "vgg"}
+        self.style_losses = torch.nn.ModuleList()
+        for st, size in zip(self.styles[1:], self.style_sizes[1:], strict=True):
+            other = PerceptualLoss(**settings, vgg=self.loss_fn.encoder)
+            other.set_style(st.tensors(size), st.blend_weights)
+            self.style_losses.append(other)
+        if self.train_only == "norms":
+            self._freeze_all_but_trained_norms()
         self._register_state_dict_hook(_drop_loss_weights)
         self.strict_loading = (
             False  # the loss's VGG is not in checkpoints; on_load_checkpoint checks the rest
@@ -99,21 +155,32 @@ class StyleTransferModule(pl.LightningModule):
 
     # -- what the model file and checkpoints carry --------------------------------------------------
 
-    def style_info(self) -> dict[str, Any]:
+    def style_info(self, i: int = 0) -> dict[str, Any]:
+        """The description of the ``i``-th trained style (name, sources, size)."""
         return {
-            "name": self.style.name,
-            "sources": self.style.sources,
-            "size": self.style_size,
-            "blend_weights": self.style.blend_weights,
+            "name": self.styles[i].name,
+            "sources": self.styles[i].sources,
+            "size": self.style_sizes[i],
+            "blend_weights": self.styles[i].blend_weights,
         }
+
+    @property
+    def style_names(self) -> list[str]:
+        """The names of the network's styles, in its order."""
+        if self.net.num_styles == 1:
+            return [self.style.name]
+        return [str(s.get("name")) for s in self.prior_styles] + [s.name for s in self.styles]
 
     def model_info(self) -> ModelInfo:
         """The network's description as a model file, a checkpoint and an export carry it."""
+        several = self.net.num_styles > 1
+        styles = [*self.prior_styles, *(self.style_info(i) for i in range(len(self.styles)))]
         return ModelInfo(
             model=dict(self.net.config),
-            style=self.style_info(),
+            style={"name": ", ".join(self.style_names)} if several else self.style_info(),
             loss=self.loss_fn.config(),
             training=self.training_summary(),
+            styles=styles if several else [],
         )
 
     def training_summary(self) -> dict[str, Any]:
@@ -165,23 +232,77 @@ class StyleTransferModule(pl.LightningModule):
             # Plain attributes (not submodules): checkpoints keep the uncompiled names.
             object.__setattr__(self, "_net_step", torch.compile(self.net))
             object.__setattr__(self, "_loss_step", torch.compile(self.loss_fn))
+            object.__setattr__(self, "_style_loss_steps", [torch.compile(m) for m in self.style_losses])
             self._compiled = True
 
-    def stylise_and_loss(self, content: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The network's stylisation of ``content`` (B, 3, H, W) in [0, 1] and its loss terms."""
+    def _freeze_all_but_trained_norms(self) -> None:
+        """``train_only=norms``: only the trained styles' γ, β learn; every other row and weight is kept.
+
+        The rows of the other styles get zero gradients (so Adam leaves them exactly as they are)
+        and are copied back after every step as well (so no optimiser setting can move them).
+        """
+        trained = torch.zeros(self.net.num_styles, 1, dtype=torch.bool)
+        trained[self.trained] = True
+        self._kept: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
+        for module in self.net.modules():
+            for p in module.parameters(recurse=False):
+                is_norm = isinstance(module, CondInstanceNorm2d) or (
+                    self.net.num_styles == 1 and isinstance(module, torch.nn.InstanceNorm2d)
+                )
+                p.requires_grad_(is_norm)
+                if is_norm and p.dim() == 2:
+                    mask = trained.to(p.dtype)
+                    p.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
+                    self._kept.append((p, ~trained[:, 0], p.detach()[~trained[:, 0]].clone()))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            for p, rows, values in getattr(self, "_kept", []):
+                p[rows.to(p.device)] = values.to(p.device, p.dtype)
+
+    def style_loss_fn(self, k: int) -> PerceptualLoss:
+        """The loss of the ``k``-th trained style (its Gram targets)."""
+        if k == 0:
+            return getattr(self, "_loss_step", self.loss_fn)
+        compiled = getattr(self, "_style_loss_steps", None)
+        return compiled[k - 1] if compiled else self.style_losses[k - 1]
+
+    def draw_style(self, step: int | None = None) -> int:
+        """The trained style that step ``step`` (default: this one) trains on: uniform, seeded by
+        (seed, rank, step), so that a resumed run draws what the uninterrupted one would; 0 for one style."""
+        if len(self.styles) == 1:
+            return 0
+        step = self.global_step if step is None else step
+        seed = [int(self.hparams.get("seed") or 0), int(self.global_rank), int(step)]
+        return int(np.random.default_rng(seed).integers(len(self.styles)))
+
+    def one_hot(self, index: int, batch: int, device: torch.device) -> torch.Tensor:
+        """Style weights (B, N) selecting the network's style ``index``."""
+        return F.one_hot(torch.full((batch,), index, device=device), self.net.num_styles).float()
+
+    def stylise_and_loss(
+        self, content: torch.Tensor, style: int = 0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The network's stylisation of ``content`` (B, 3, H, W) in [0, 1] and its loss terms.
+
+        ``style``: which trained style (an index into ``styles``; several styles only).
+        """
         if self.hparams.channels_last:
             content = content.contiguous(memory_format=torch.channels_last)
         net = getattr(self, "_net_step", self.net)
-        loss = getattr(self, "_loss_step", self.loss_fn)
-        stylised = net(content)
+        loss = self.style_loss_fn(style)
+        if self.net.num_styles == 1:
+            stylised = net(content)
+        else:
+            stylised = net(content, style=self.one_hot(self.trained[style], content.shape[0], content.device))
         m = int(self.hparams.get("loss_margin") or 0)
         if m:
             return stylised, loss(stylised[..., m:-m, m:-m], content[..., m:-m, m:-m])
         return stylised, loss(stylised, content)
 
-    def compute_loss(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+    def compute_loss(self, content: torch.Tensor, style: int = 0) -> dict[str, torch.Tensor]:
         """The loss terms of the network's stylisation of ``content`` (what training minimises)."""
-        return self.stylise_and_loss(content)[1]
+        return self.stylise_and_loss(content, style)[1]
 
     def on_fit_start(self) -> None:
         self.prepare_for_training()
@@ -190,9 +311,14 @@ class StyleTransferModule(pl.LightningModule):
         self._start_time = time.time()
         if self.global_step == 0 and self.trainer.is_global_zero and self.logger is not None:
             experiment = self.logger.experiment
-            if hasattr(experiment, "add_image"):
+            if hasattr(experiment, "add_image") and len(self.styles) == 1 and not self.prior_styles:
                 for i, img in enumerate(self.style.tensors(self.style_size)):
                     experiment.add_image(f"style/{i}" if len(self.style.images) > 1 else "style", img[0], 0)
+            elif hasattr(experiment, "add_image"):
+                for st, size in zip(self.styles, self.style_sizes, strict=True):
+                    for i, img in enumerate(st.tensors(size)):
+                        suffix = f"/{i}" if len(st.images) > 1 else ""
+                        experiment.add_image(f"style/{st.name}{suffix}", img[0], 0)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Count skipped files on the host, before the batch goes to the GPU: reading a GPU
@@ -248,7 +374,8 @@ class StyleTransferModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         content = batch["image"]  # (B, 3, S, S) in [0, 1]
-        terms = self.compute_loss(content)
+        k = self.draw_style()
+        terms = self.compute_loss(content, k)
         objective = self.training_objective(terms)
         bad = ~torch.isfinite(terms["total"].detach())  # stays on the device
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
@@ -266,6 +393,15 @@ class StyleTransferModule(pl.LightningModule):
                 prog_bar=name in ("total", "content", "style"),
                 batch_size=content.shape[0],
             )
+        if len(self.styles) > 1:  # this step's style, under its name
+            for name in ("total", "content", "style"):
+                self.log(
+                    f"train/loss/per_style/{self.styles[k].name}/{name}",
+                    terms[name],
+                    on_step=True,
+                    on_epoch=False,
+                    batch_size=content.shape[0],
+                )
         self.log(
             "train/skipped_files",
             self._skipped_on(content.device),
@@ -305,7 +441,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         content = batch["image"]
-        stylised, terms = self.stylise_and_loss(content)
+        n_styles = len(self.styles)
+        results = [self.stylise_and_loss(content, k) for k in range(n_styles)]
+        # Several styles: each style's terms under its name, and their mean under the usual names.
+        terms = {name: sum(r[1][name] for r in results) / n_styles for name in results[0][1]}
         for name, value in terms.items():
             self.log(
                 f"val/loss/{name}",
@@ -315,19 +454,41 @@ class StyleTransferModule(pl.LightningModule):
                 sync_dist=True,
                 batch_size=content.shape[0],
             )
+        if n_styles > 1:
+            for st, (_, style_terms) in zip(self.styles, results, strict=True):
+                for name in ("total", "content", "style"):
+                    self.log(
+                        f"val/loss/per_style/{st.name}/{name}",
+                        style_terms[name],
+                        on_step=False,
+                        on_epoch=True,
+                        sync_dist=True,
+                        batch_size=content.shape[0],
+                    )
         # The fixed 4x4 px pattern (cross-hatch) the network can learn: watch it develop
         # (docs/training.md); photos score below ~1.
         self.log(
             "val/grid_pattern",
-            grid_pattern(stylised).mean(),
+            sum(grid_pattern(r[0]).mean() for r in results) / n_styles,
             on_step=False,
             on_epoch=True,
             sync_dist=True,
             batch_size=content.shape[0],
         )
-        n = self.hparams.max_previews - sum(p.shape[0] for p in self._previews) // 2
+        n = self.hparams.max_previews - sum(p.shape[1] for p in self._previews)
         if n > 0:
-            self._previews.append(torch.cat([content[:n], stylised[:n]]).float().cpu())
+            rows = [content[:n]]
+            if self.net.num_styles == 1:
+                rows.append(results[0][0][:n])
+            else:  # a row per style of the network, the init_from network's too
+                stylised = {self.trained[k]: r[0] for k, r in enumerate(results)}
+                for index in range(self.net.num_styles):
+                    if index not in stylised:
+                        with torch.no_grad():
+                            c = content[:n]
+                            stylised[index] = self.net(c, style=self.one_hot(index, c.shape[0], c.device))
+                    rows.append(stylised[index][:n])
+            self._previews.append(torch.stack(rows).float().cpu())  # (rows, n, 3, H, W)
 
     def on_validation_epoch_end(self) -> None:
         previews, self._previews = self._previews, []
@@ -338,10 +499,9 @@ class StyleTransferModule(pl.LightningModule):
             or self.logger is None
         ):
             return
-        contents = torch.cat([p[: p.shape[0] // 2] for p in previews])
-        stylised = torch.cat([p[p.shape[0] // 2 :] for p in previews])
-        # Top row: the fixed validation photos; bottom row: the network's stylisations.
-        grid = make_grid(torch.cat([contents, stylised]), nrow=contents.shape[0], padding=2, pad_value=1.0)
+        rows = torch.cat(previews, dim=1)  # (rows, n, 3, H, W)
+        # Top row: the fixed validation photos; below: the network's stylisations, a row per style.
+        grid = make_grid(rows.flatten(0, 1), nrow=rows.shape[1], padding=2, pad_value=1.0)
         experiment = self.logger.experiment
         if hasattr(experiment, "add_image"):
             experiment.add_image("preview", grid.clamp(0, 1), self.global_step)
@@ -350,7 +510,8 @@ class StyleTransferModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt_cfg = self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
-        optimizer = instantiate(opt_cfg)(params=self.net.parameters())
+        params = [p for p in self.net.parameters() if p.requires_grad]  # train_only=norms: γ, β only
+        optimizer = instantiate(opt_cfg)(params=params)
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)

@@ -14,6 +14,9 @@ from .errors import ConfigError
 from .image import open_image, pil_to_tensor, resize_pil
 from .utils import as_list
 
+#: The style presets (``style=candy``), also valid entries of ``styles=[...]``.
+PRESETS_DIR = Path(__file__).resolve().parent / "configs" / "style"
+
 
 class Style:
     """One or more style images with their size settings.
@@ -54,11 +57,16 @@ class Style:
         self.sources = sources
         self.paths = [hub.resolve(s, key="style.image") for s in sources]
         self.images: list[Image.Image] = [open_image(p) for p in self.paths]
-        stems = [Path(hub.split_checksum(s)[0] if hub.is_url(s) else s).stem for s in sources]
-        self.name = str(name) if name else "+".join(stems)
+        self.name = str(name) if name else self.name_of(sources)
         self.size = None if size is None else int(size)
         self.scale = None if scale is None else float(scale)
         self.blend_weights = weights
+
+    @staticmethod
+    def name_of(image: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+        """The default name of a style: its image's file stem (stems joined by ``+`` for a blend)."""
+        sources = [str(s) for s in as_list(image)]
+        return "+".join(Path(hub.split_checksum(s)[0] if hub.is_url(s) else s).stem for s in sources)
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> Style:
@@ -99,3 +107,52 @@ class Style:
 
     def __repr__(self) -> str:
         return f"Style(name={self.name!r}, sources={self.sources}, size={self.size}, scale={self.scale})"
+
+
+def presets() -> list[str]:
+    """The names of the style presets (``fastns/configs/style/*.yaml``, ``custom`` aside)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml") if p.stem != "custom")
+
+
+def resolve_styles(entries: Sequence, base: Mapping) -> list[dict]:
+    """The ``style`` configs of ``styles=[...]`` (a network of several styles), in order.
+
+    Each entry is a preset name (``candy``), an image path or URL (named by its file stem), or a
+    mapping of ``style`` keys (``{image: a.jpg, name: a}``). Every style takes ``base``'s size
+    settings (the ``style`` config: ``style.size``, ``style.scale``), a preset's own keys over them.
+
+    Raises:
+        ConfigError: an empty list, an entry that is neither a preset nor an existing file or URL,
+            or two styles of the same name (names address styles when stylising).
+    """
+    from omegaconf import OmegaConf
+
+    entries = list(as_list(entries))
+    if not entries:
+        raise ConfigError("styles=[] is empty; list presets or image paths: styles=[candy,mosaic]")
+    common = {k: v for k, v in base.items() if k in ("size", "scale")}
+    out: list[dict] = []
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            cfg = {**common, **dict(entry)}
+        else:
+            text = str(entry)
+            preset = PRESETS_DIR / f"{text}.yaml"
+            if "/" not in text and preset.is_file() and text != "custom":
+                values = OmegaConf.to_container(OmegaConf.load(preset))
+                values.pop("defaults", None)
+                cfg = {**common, **values, "name": text}
+            elif hub.is_url(text) or Path(text).expanduser().is_file():
+                cfg = {**common, "image": text}
+            else:
+                raise ConfigError(
+                    f"styles: {text!r} is neither a style preset ({', '.join(presets())}) nor an image file"
+                )
+        out.append(cfg)
+    names = [str(c.get("name") or Style.name_of(c["image"])) for c in out]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(
+                f"styles: two styles are named {name!r}; give one another name ({{image: ..., name: ...}})"
+            )
+    return out

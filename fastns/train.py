@@ -32,6 +32,7 @@ from .data import ContentDataModule
 from .errors import ConfigError, FastnsError, ModelFileError
 from .modelfile import load_checkpoint, save_model
 from .module import StyleTransferModule
+from .style import resolve_styles
 from .utils import native_bf16
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def build(
     datamodule = _DataModule(**_plain(cfg.data))
     datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
     check_loss_margin(int(cfg.get("loss_margin") or 0), int(cfg.data.image_size))
+    styles = cfg.get("styles")
     module = StyleTransferModule(
         model=_plain(cfg.model),
         loss=_plain(cfg.loss),
@@ -204,6 +206,9 @@ def build(
         style_warmup=int(cfg.get("style_warmup") or 0),
         init_from=cfg.get("init_from"),
         loss_margin=int(cfg.get("loss_margin") or 0),
+        styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
+        train_only=cfg.get("train_only"),
+        seed=int(cfg.seed),
     )
     ckpt_dir = run_dir / "checkpoints"
     stopper = GracefulStop(ckpt_dir)
@@ -308,6 +313,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             style=info.style,
             loss=info.loss,
             training=summary,
+            styles=info.styles,
         )
         summary["model"] = str(model_path)
         log.info("wrote %s (%d steps)", model_path, summary["steps"])

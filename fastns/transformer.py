@@ -31,6 +31,12 @@ zero-padded encoder and decoder convolutions, unpadded residual convolutions who
 cropped by 2 px, as ``nn.ShaveImage`` does), ``pixels="caffe"`` (the network sees and outputs BGR
 0-255 pixels minus the VGG mean) and ``output="tanh"`` (``150 * tanh``).
 
+**Several styles in one network** (``num_styles=N > 1``; Dumoulin, Shlens & Kudlur 2017, "A Learned
+Representation for Artistic Style"): every instance norm keeps a scale and shift (γ, β) per style
+(:class:`CondInstanceNorm2d`, (N, C) each) and the convolutions are shared. ``forward`` takes style
+weights (B, N) or (N,): a one-hot row selects a style, a mixture blends the styles by mixing their γ, β.
+``num_styles=1`` is the single-style network, unchanged: same modules, state-dict keys, outputs.
+
 The output is computed in one place, :meth:`TransformerNet.forward` (optionally with a reflection
 ``border`` around the image, which is how the stylizer and the exports run it); tiled inference
 calls the same pieces (:func:`pad_image`, ``encoder``, ``residuals``, ``decoder``,
@@ -72,13 +78,86 @@ START_PAD_PER_BLOCK = 8
 DEFAULT_BORDER = 32
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+class CondInstanceNorm2d(nn.Module):
+    """Conditional instance normalisation (Dumoulin et al. 2017): one (γ, β) per style.
+
+    ``forward(x, style)``: ``x`` (B, C, H, W) normalised per image and channel, then scaled and
+    shifted by ``style @ weight`` and ``style @ bias``, where ``style`` is (B, N) style weights (a
+    one-hot row selects a style's γ, β; a mixture mixes them). The parameters keep the names of
+    ``nn.InstanceNorm2d``'s, ``weight`` and ``bias``, with a leading style dimension: (N, C).
+
+    Args:
+        channels: C.
+        num_styles: N.
+        eps: added to the variance, as ``nn.InstanceNorm2d``.
+    """
+
+    def __init__(self, channels: int, num_styles: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        #: Marks the layers of a :class:`StyleSequential` that take the style weights (an instance
+        #: attribute, which TorchScript sees, so that it compiles only the call that applies).
+        self.takes_style = True
+        self.num_features = int(channels)
+        self.num_styles = int(num_styles)
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(num_styles, channels))
+        self.bias = nn.Parameter(torch.zeros(num_styles, channels))
+
+    def affine(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (γ, β) of style weights (B, N): each (B, C), in the weights' dtype (fp32 under autocast)."""
+        w = style.to(self.weight.dtype)
+        return w @ self.weight, w @ self.bias
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        assert style is not None, "a network of several styles needs style weights"
+        gamma, beta = self.affine(style)  # (B, C) each
+        # What F.instance_norm computes (a batch norm of the (1, B*C, H, W) view, its weight
+        # repeated per image), with each image's own γ, β: one-hot weights give bit for bit the
+        # output of nn.InstanceNorm2d holding that style's γ, β.
+        y = F.batch_norm(
+            x.contiguous().view(1, -1, x.shape[-2], x.shape[-1]),
+            None,
+            None,
+            gamma.reshape(-1),
+            beta.reshape(-1),
+            True,
+            0.0,
+            self.eps,
+        )
+        return y.view(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
+
+
+class StyleSequential(nn.Sequential):
+    """``nn.Sequential`` that hands the style weights to the layers that take them (``takes_style``).
+
+    The same state-dict keys as ``nn.Sequential``; with ``style=None`` it is ``nn.Sequential``.
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self.takes_style = True
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            if hasattr(layer, "takes_style"):
+                x = layer(x, style)
+            else:
+                x = layer(x)
+        return x
+
+
+def _norm(kind: str, channels: int, num_styles: int = 1) -> nn.Module:
     if kind == "instance":
+        if num_styles > 1:
+            return CondInstanceNorm2d(channels, num_styles)
         return nn.InstanceNorm2d(channels, affine=True)
     return nn.BatchNorm2d(channels)
 
 
-class ConvLayer(nn.Sequential):
+class ConvLayer(StyleSequential):
     """Reflection pad + convolution (+ normalisation + ReLU).
 
     ``pad="zero"`` pads with zeros instead (in the convolution), ``pad="none"`` not at all; the
@@ -94,6 +173,7 @@ class ConvLayer(nn.Sequential):
         norm: str | None = "instance",
         relu: bool = True,
         pad: str = "reflect",
+        num_styles: int = 1,
     ):
         zeros = kernel // 2 if pad == "zero" else 0
         layers: list[nn.Module] = [
@@ -102,7 +182,7 @@ class ConvLayer(nn.Sequential):
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=zeros, bias=norm is None),
         ]
         if norm is not None:
-            layers.append(_norm(norm, c_out))
+            layers.append(_norm(norm, c_out, num_styles))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
@@ -115,27 +195,28 @@ class ResidualBlock(nn.Module):
     identity cropped by as much (jcjohnson/fast-neural-style's ``nn.ShaveImage(2)``).
     """
 
-    def __init__(self, channels: int, norm: str, crop: int = 0):
+    def __init__(self, channels: int, norm: str, crop: int = 0, num_styles: int = 1):
         super().__init__()
+        self.takes_style = True
         pad = "none" if crop else "reflect"
         self.crop = int(crop)
-        self.body = nn.Sequential(
-            ConvLayer(channels, channels, 3, norm=norm, pad=pad),
-            ConvLayer(channels, channels, 3, norm=norm, relu=False, pad=pad),
+        self.body = StyleSequential(
+            ConvLayer(channels, channels, 3, norm=norm, pad=pad, num_styles=num_styles),
+            ConvLayer(channels, channels, 3, norm=norm, relu=False, pad=pad, num_styles=num_styles),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.body(x, style)
         if self.crop:
             c = self.crop
             x = x[..., c:-c, c:-c]
         return x + y
 
 
-class UpsampleLayer(nn.Sequential):
+class UpsampleLayer(StyleSequential):
     """uk: x2 upsampling and a 3x3 convolution (+ norm + ReLU)."""
 
-    def __init__(self, c_in: int, c_out: int, norm: str, mode: str):
+    def __init__(self, c_in: int, c_out: int, norm: str, mode: str, num_styles: int = 1):
         if mode in ("nearest", "bilinear"):
             layers: list[nn.Module] = [
                 nn.Upsample(scale_factor=2, mode=mode),
@@ -145,7 +226,7 @@ class UpsampleLayer(nn.Sequential):
         else:
             # The paper's fractionally-strided convolution; padding chosen so the output is exactly x2.
             layers = [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=False)]
-        layers += [_norm(norm, c_out), nn.ReLU(inplace=True)]
+        layers += [_norm(norm, c_out, num_styles), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 
@@ -174,6 +255,8 @@ class TransformerNet(nn.Module):
         pixels: ``"rgb"`` (default) or ``"caffe"``: the pixels inside the network (:data:`PIXELS`).
             Inputs and outputs are RGB in [0, 1] either way.
         tanh_scale: the output scale of ``output="tanh"`` (jcjohnson's ``-tanh_constant``).
+        num_styles: N, the styles the network holds (conditional instance norm, module docstring);
+            1 (default) is the single-style network. Needs ``norm="instance"``.
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.
@@ -190,8 +273,14 @@ class TransformerNet(nn.Module):
         padding: str = "reflect",
         pixels: str = "rgb",
         tanh_scale: float = 150.0,
+        num_styles: int = 1,
     ) -> None:
         super().__init__()
+        num_styles = int(num_styles)
+        if num_styles < 1:
+            raise ConfigError(f"model.num_styles={num_styles} must be >= 1")
+        if num_styles > 1 and norm != "instance":
+            raise ConfigError(f"model.norm={norm!r}: a network of several styles needs norm=instance")
         if norm not in NORMS:
             raise ConfigError(f"model.norm={norm!r} must be one of {NORMS}")
         if upsample not in UPSAMPLES:
@@ -224,6 +313,9 @@ class TransformerNet(nn.Module):
             self.config["padding"] = padding
         if pixels != "rgb":
             self.config["pixels"] = pixels
+        if num_styles > 1:  # single-style model files stay as they were
+            self.config["num_styles"] = num_styles
+        self.num_styles = num_styles
         self.output = output
         self.tanh_scale = float(tanh_scale)
         self.caffe = pixels == "caffe"
@@ -234,21 +326,35 @@ class TransformerNet(nn.Module):
         # (1, 3, 1, 1) BGR; a constant, so not in the state dict or model files (persistent=False).
         self.register_buffer("caffe_mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
-        self.encoder = nn.Sequential(
-            ConvLayer(3, c1, 9, norm=norm if stem_norm else None, pad=pad),  # c9s1-32
-            ConvLayer(c1, c2, 3, stride=2, norm=norm, pad=pad),  # d64
-            ConvLayer(c2, c3, 3, stride=2, norm=norm, pad=pad),  # d128
+        n = num_styles
+        self.encoder = StyleSequential(
+            ConvLayer(3, c1, 9, norm=norm if stem_norm else None, pad=pad, num_styles=n),  # c9s1-32
+            ConvLayer(c1, c2, 3, stride=2, norm=norm, pad=pad, num_styles=n),  # d64
+            ConvLayer(c2, c3, 3, stride=2, norm=norm, pad=pad, num_styles=n),  # d128
         )
-        self.residuals = nn.Sequential(
-            *(ResidualBlock(c3, norm, crop) for _ in range(num_residual))
+        self.residuals = StyleSequential(
+            *(ResidualBlock(c3, norm, crop, num_styles=n) for _ in range(num_residual))
         )  # R128 x 5
-        self.decoder = nn.Sequential(
-            UpsampleLayer(c3, c2, norm, upsample),  # u64
-            UpsampleLayer(c2, c1, norm, upsample),  # u32
+        self.decoder = StyleSequential(
+            UpsampleLayer(c3, c2, norm, upsample, num_styles=n),  # u64
+            UpsampleLayer(c2, c1, norm, upsample, num_styles=n),  # u32
             ConvLayer(c1, 3, 9, norm=None, relu=False, pad=pad),  # c9s1-3
         )
 
-    def forward(self, images: torch.Tensor, border: int = 0) -> torch.Tensor:
+    def style_weights(self, style: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor | None:
+        """Style weights as (B, N) for ``images`` (B, ...): ``None`` -> the first style, (N,) -> the
+        same weights for every image; ``None`` for a single-style network."""
+        if self.num_styles == 1:
+            return None
+        if style is None:
+            style = torch.eye(self.num_styles, device=images.device)[0]
+        if style.dim() == 1:
+            style = style.unsqueeze(0).expand(images.shape[0], -1)
+        return style
+
+    def forward(
+        self, images: torch.Tensor, border: int = 0, style: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Stylise ``images`` (B, 3, H, W) in [0, 1]; returns the same shape in [0, 1].
 
         Args:
@@ -256,18 +362,21 @@ class TransformerNet(nn.Module):
             border: reflection padding added around the image before the network and cropped off
                 after it (0 in training; :data:`DEFAULT_BORDER` at inference). Not used with
                 ``padding="reflect-start"``, whose own start padding is the original's border.
+            style: ``num_styles > 1``: style weights (B, N) or (N,) (one-hot: a style; a mixture:
+                a blend of their γ, β); ``None``: the first style. Not used by single-style networks.
         """
         h, w = images.shape[-2], images.shape[-1]
+        s = self.style_weights(style, images)
         if self.caffe:
             images = images.flip(1) * 255 - self.caffe_mean  # BGR, 0-255, mean pixel 0
         if self.start_pad:
             # The paper's layout: its own reflection border and exact sizes (ceil(side / 4) * 4 out,
             # as the original network computes them), cropped to the input's size.
             x = reflect_pad(images, self.start_pad)
-            y = self.decoder(self.residuals(self.encoder(x)))  # raw scores, (B, 3, >= H, >= W)
+            y = self.decoder(self.residuals(self.encoder(x, s), s), s)  # raw scores, (B, 3, >= H, >= W)
             return self.head(y[..., :h, :w])
         x, b = pad_image(images, border)
-        y = self.decoder(self.residuals(self.encoder(x)))  # raw scores, (B, 3, H', W')
+        y = self.decoder(self.residuals(self.encoder(x, s), s), s)  # raw scores, (B, 3, H', W')
         return self.head(y[..., b : b + h, b : b + w])
 
     def head(self, scores: torch.Tensor) -> torch.Tensor:
@@ -317,10 +426,10 @@ def pad_image(images: torch.Tensor, border: int) -> tuple[torch.Tensor, int]:
 
 
 class PaddedNet(nn.Module):
-    """A network with its inference border built in: ``forward(images) == net(images, border)``.
+    """A network with its inference border built in: ``forward(images, style) == net(images, border, style)``.
 
     What the stylizer runs and what ``fastns.export`` writes to TorchScript and ONNX, whose graphs
-    take one input.
+    take the images (and, for a network of several styles, the style weights (N,)).
 
     Args:
         net: a :class:`TransformerNet` (or its inference copy, see ``fastns.stylize.inference``).
@@ -332,5 +441,5 @@ class PaddedNet(nn.Module):
         self.net = net
         self.border = int(border)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images, self.border)
+    def forward(self, images: torch.Tensor, style_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(images, self.border, style_weights)

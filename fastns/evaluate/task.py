@@ -127,6 +127,11 @@ def run(cfg: DictConfig) -> Path:
     # Inputs, cheapest first, all before the long part.
     model_path = Path(str(cfg.model))
     net, info = load_model_for_evaluation(model_path)
+    if net.num_styles > 1:
+        raise ConfigError(
+            f"{model_path}: a network of {net.num_styles} styles ({', '.join(info.style_names)}); "
+            "evaluating such networks is not supported yet"
+        )
     photos = find_photos(cfg.images, output, cfg.get("max_images"))
     contents = []
     for p in photos:

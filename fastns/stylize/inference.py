@@ -2,7 +2,8 @@
 
 :func:`prepare` turns a trained :class:`~fastns.transformer.TransformerNet` into a copy that
 computes the same function faster under ``torch.inference_mode``: InstanceNorm + ReLU pairs become
-one per-channel affine applied in place (:class:`InstanceNormAct`, statistics computed once),
+one per-channel affine applied in place (:class:`InstanceNormAct`, statistics computed once; for a
+network of several styles, with the γ, β mixed for the style weights of the call),
 BatchNorm is folded into the convolution before it, and the weights are moved to the device,
 dtype and memory layout chosen. The copy's ``forward`` is still ``TransformerNet.forward``, so the
 stylizer, tiling and the exports share the one definition of the network's output.
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..transformer import TransformerNet
+from ..transformer import CondInstanceNorm2d, TransformerNet
 from ..utils import native_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -56,23 +57,33 @@ class InstanceNormAct(nn.Module):
     """InstanceNorm2d (affine), optionally followed by ReLU, for inference only.
 
     Numerically the same as ``relu(InstanceNorm2d(x))`` but cheaper: the per-(image, channel)
-    statistics are turned into one scale and shift, applied in place together with the ReLU. On
+    statistics are turned into one scale and shift, applied in place together with the ReLU. A
+    :class:`~fastns.transformer.CondInstanceNorm2d` (several styles) folds the same way, its γ, β
+    first mixed for the call's style weights (B, N), so the folded network takes them too. On
     the CPU with channels-last tensors the statistics come from :func:`channels_last_stats`;
     elsewhere ``var_mean`` is fast.
     The output is written over the input: only valid under ``torch.inference_mode``.
     """
 
-    def __init__(self, norm: nn.InstanceNorm2d, relu: bool) -> None:
+    def __init__(self, norm: nn.InstanceNorm2d | CondInstanceNorm2d, relu: bool) -> None:
         super().__init__()
-        self.weight = norm.weight
+        if isinstance(norm, CondInstanceNorm2d):
+            self.takes_style = True  # StyleSequential hands it the style weights
+        self.weight = norm.weight  # (C,), or (N, C) for several styles
         self.bias = norm.bias
         self.eps = norm.eps
         self.relu = relu
         #: Fixed (mean, var), each (B, C), used instead of the input's own: set while tiling.
         self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
+        weight, bias = self.weight.float(), self.bias.float()  # (C,) or, mixed below, (B, C)
+        if weight.dim() == 2:
+            if style is None:
+                raise ValueError("a network of several styles needs style weights")
+            w = style.float()
+            weight, bias = w @ weight, w @ bias
         if self.stats is not None:
             mean, var = self.stats
         elif (
@@ -84,8 +95,8 @@ class InstanceNormAct(nn.Module):
             mean, var = channels_last_stats(x)
         else:
             var, mean = torch.var_mean(x, dim=(2, 3), correction=0)  # (B, C); accumulates in fp32
-        scale = (var.float() + self.eps).rsqrt_().mul_(self.weight.float())  # (B, C)
-        shift = torch.addcmul(self.bias.float(), mean.float(), scale, value=-1)  # bias - mean * scale
+        scale = (var.float() + self.eps).rsqrt_().mul_(weight)  # (B, C)
+        shift = torch.addcmul(bias, mean.float(), scale, value=-1)  # bias - mean * scale
         # One in-place pass (x is this layer's own conv output); the ReLU is a second.
         x = torch.addcmul(shift.to(x.dtype)[..., None, None], x, scale.to(x.dtype)[..., None, None], out=x)
         return x.relu_() if self.relu else x
@@ -96,7 +107,9 @@ def fold_norms(module: nn.Module) -> None:
     for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
         for i, layer in enumerate(list(seq)):
             relu_next = i + 1 < len(seq) and isinstance(seq[i + 1], nn.ReLU)
-            if isinstance(layer, nn.InstanceNorm2d) and layer.affine and not layer.track_running_stats:
+            if isinstance(layer, CondInstanceNorm2d) or (
+                isinstance(layer, nn.InstanceNorm2d) and layer.affine and not layer.track_running_stats
+            ):
                 seq[i] = InstanceNormAct(layer, relu=relu_next)
                 if relu_next:
                     seq[i + 1] = nn.Identity()

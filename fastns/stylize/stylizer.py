@@ -20,7 +20,10 @@ How an image is stylised (every input kind goes through :meth:`Stylizer.stylize`
 3. **Tiles** (``tile=N``): huge images run as tiles of at most N x N pixels (plus 16 px of
    context), with every InstanceNorm given the statistics of the *whole* image, so the result
    equals the untiled one and shows no seams (:mod:`fastns.stylize.tiling`).
-4. **Controls**: ``preserve_color`` keeps the content's chrominance (stylised luminance only,
+4. **Style** (networks of several styles): ``style`` names one of the network's styles
+   (``"candy"``) or blends them (``{"candy": 0.7, "mosaic": 0.3}``: their γ, β mixed by the weights,
+   normalised to sum to 1; :meth:`Stylizer.style_weights`). Single-style networks need none.
+5. **Controls**: ``preserve_color`` keeps the content's chrominance (stylised luminance only,
    :func:`fastns.color.preserve_color`), then ``strength`` blends linearly with the content
    (0 = the content, 1 = fully stylised). Both are applied on the device, per tile when tiling.
 
@@ -32,7 +35,7 @@ on CPUs with AMX or AVX-512 BF16 by default (``precision``); optional ``torch.co
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +63,10 @@ def load_content(path: str | os.PathLike, max_size: int | None = None) -> torch.
             f"{path}: {image.shape[-1]}x{image.shape[-2]} px is too small to stylise ({MIN_SIDE} px minimum)"
         )
     return image
+
+
+#: What ``style=`` takes: a style's name, ``{name: weight}``, N weights, or None.
+StyleSpec = str | Mapping[str, float] | Sequence[float] | torch.Tensor | None
 
 
 class Stylizer:
@@ -131,8 +138,55 @@ class Stylizer:
 
     @property
     def name(self) -> str:
-        """The style's name from the model file, or ``"style"``."""
+        """The style's name from the model file, or ``"style"`` (several styles: their names, joined)."""
         return str((self.info.style if self.info else {}).get("name") or "style")
+
+    @property
+    def num_styles(self) -> int:
+        """N, the styles the network holds."""
+        return self.net.num_styles
+
+    @property
+    def styles(self) -> list[str]:
+        """The names of the network's styles, in its order."""
+        if self.info is not None and self.info.num_styles == self.num_styles:
+            return self.info.style_names
+        return [self.name] if self.num_styles == 1 else [f"style{i + 1}" for i in range(self.num_styles)]
+
+    def style_weights(self, style: StyleSpec) -> torch.Tensor | None:
+        """The network's style weights (N,) on the device for ``style``; None for a single-style network.
+
+        ``style``: a style's name; ``{name: weight, ...}`` (a blend; weights >= 0, normalised to sum
+        to 1); N weights; or None (the first style). A single-style network takes None or its own name.
+
+        Raises:
+            ConfigError: an unknown style name or bad weights (one line, listing the network's styles).
+        """
+        names = self.styles
+        listed = f"the network's styles: {', '.join(names)}"
+        if isinstance(style, str):
+            style = {style: 1.0}
+        if style is None:
+            weights = [1.0] + [0.0] * (len(names) - 1)
+        elif isinstance(style, Mapping):
+            weights = [0.0] * len(names)
+            for key, value in style.items():
+                if str(key) not in names:
+                    raise ConfigError(f"style={key}: no such style in this network; {listed}")
+                try:
+                    weights[names.index(str(key))] += float(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"style: the weight of {key} ({value!r}) is not a number") from None
+        else:
+            weights = [float(v) for v in (style.tolist() if isinstance(style, torch.Tensor) else style)]
+            if len(weights) != len(names):
+                raise ConfigError(f"style: {len(weights)} weights for {len(names)} styles; {listed}")
+        if any(not w >= 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(f"style: weights must be >= 0 and not all 0 (got {weights}); {listed}")
+        if self.num_styles == 1:
+            return None
+        w = torch.tensor(weights, dtype=torch.float32)
+        return (w / w.sum()).to(self.device)
 
     def __repr__(self) -> str:
         return (
@@ -150,6 +204,7 @@ class Stylizer:
         preserve_color: bool = False,
         max_size: int | None = None,
         tile: int | None = None,
+        style: StyleSpec = None,
     ) -> Image.Image | torch.Tensor:
         """Stylise a Pillow image or a tensor; returns the same kind.
 
@@ -161,8 +216,10 @@ class Stylizer:
             max_size: if the longest side is larger, downscale to it first (the output has that size).
             tile: run the network on tiles of at most ``tile`` x ``tile`` px, so that huge
                 images fit in memory; the result equals the untiled one (no seams).
+            style: networks of several styles: a style's name, ``{name: weight}`` (a blend), or
+                None (the first style); see :meth:`style_weights`.
         """
-        controls = dict(strength=strength, preserve_color=preserve_color, tile=tile)
+        controls = dict(strength=strength, preserve_color=preserve_color, tile=tile, style=style)
         if isinstance(image, Image.Image):
             im = to_rgb(image)  # any mode; transparency on white, as for files
             if max_size is not None and max(im.size) > int(max_size):
@@ -184,12 +241,14 @@ class Stylizer:
         preserve_color: bool = False,
         max_size: int | None = None,
         tile: int | None = None,
+        style: StyleSpec = None,
     ) -> torch.Tensor:
         """Stylise a batch ``(B, 3, H, W)`` in [0, 1]; returns float32 ``(B, 3, H', W')`` on the input's device.
 
         ``H', W'`` is the input size, or the ``max_size`` fit. Arguments as for :meth:`__call__`.
         """
         check_controls(strength, max_size, tile)
+        weights = self.style_weights(style)
         if tile is not None and self.net.start_pad:
             raise ConfigError(
                 "tile= is not available for networks imported from jcjohnson/fast-neural-style "
@@ -212,9 +271,9 @@ class Stylizer:
         h, w = images.shape[-2:]
         b = padding(h, w, self.border)[0]
         if tile is not None and max(h, w) + 2 * b > tile:
-            out = self._stylize_tiled(images.cpu(), int(tile), strength, preserve_color)
+            out = self._stylize_tiled(images.cpu(), int(tile), strength, preserve_color, weights)
         else:
-            out = self._stylize_on_device(images.to(self.device), strength, preserve_color)
+            out = self._stylize_on_device(images.to(self.device), strength, preserve_color, weights)
         return out.to(out_device)
 
     @torch.inference_mode()
@@ -226,6 +285,7 @@ class Stylizer:
         preserve_color: bool = False,
         yuv420p: bool = False,
         temporal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        style: StyleSpec = None,
     ) -> np.ndarray:
         """Stylise 8-bit RGB frames ``(B, H, W, 3)`` (or a list of ``(H, W, 3)``), as decoders give them.
 
@@ -239,13 +299,16 @@ class Stylizer:
 
         ``temporal`` (``temporal=flow``: a :class:`~fastns.stylize.temporal.FlowBlend`) takes the
         content and output frames ``(B, 3, H, W)`` in [0, 1] on the device, in order, and returns the
-        frames to keep; ``None`` stylises each frame on its own.
+        frames to keep; ``None`` stylises each frame on its own. ``style``: as for :meth:`__call__`.
         """
         check_controls(strength, None, None)
+        weights = self.style_weights(style)
         x = self._upload(frames)
         # (B, H, W, 3) -> (B, 3, H, W): a permuted view, i.e. already channels-last in memory.
         content = x.permute(0, 3, 1, 2).float().div_(255.0)
-        out = content if strength == 0 else self._stylize_on_device(content, strength, preserve_color)
+        out = (
+            content if strength == 0 else self._stylize_on_device(content, strength, preserve_color, weights)
+        )
         if temporal is not None:
             out = temporal(content, out)
         if yuv420p:
@@ -280,21 +343,32 @@ class Stylizer:
         return x.to(self.device, self.dtype).contiguous(memory_format=layout)
 
     def _stylize_on_device(
-        self, content: torch.Tensor, strength: float, preserve_color: bool
+        self, content: torch.Tensor, strength: float, preserve_color: bool, style: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Network and controls on a device batch (B, 3, H, W) in [0, 1]; float32 on the device."""
-        out = self._forward(self._to_device(content)).float()
+        """Network and controls on a device batch (B, 3, H, W) in [0, 1]; float32 on the device.
+
+        ``style``: the style weights (N,) of a network of several styles (:meth:`style_weights`).
+        """
+        x = self._to_device(content)
+        out = (self._forward(x) if style is None else self._forward(x, style)).float()
         return apply_controls(content, out, strength, preserve_color)
 
     def _stylize_tiled(
-        self, images: torch.Tensor, tile: int, strength: float, preserve_color: bool
+        self,
+        images: torch.Tensor,
+        tile: int,
+        strength: float,
+        preserve_color: bool,
+        style: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:func:`~fastns.stylize.tiling.stylize_tiled` with the controls; ``images`` and the result on the CPU."""
 
         def finish(content: torch.Tensor, stylised: torch.Tensor) -> torch.Tensor:
             return apply_controls(content.to(self.device), stylised, strength, preserve_color).cpu()
 
-        return stylize_tiled(self.net, images, tile, self.border, self._to_device, finish, self.channels_last)
+        return stylize_tiled(
+            self.net, images, tile, self.border, self._to_device, finish, self.channels_last, style=style
+        )
 
 
 def apply_controls(

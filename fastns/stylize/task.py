@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ConfigError, ImageError
-from ..image import check_output_path, glob_base
+from ..image import check_output_path, glob_base, pil_to_tensor, save_image
 from ..zoo import table as zoo_table
 from .files import SkippedFilesError, stylize_folder, stylize_image
-from .stylizer import Stylizer, check_controls
+from .sheet import style_sheet
+from .stylizer import Stylizer, check_controls, load_content
 from .temporal import make_temporal
 from .video import VIDEO_EXTENSIONS, stylize_video
 from .webcam import import_cv2, run_webcam
@@ -34,6 +35,34 @@ def default_output(input: str | os.PathLike) -> Path:
         folder = folder.resolve()
         return folder.with_name(f"{folder.name}_stylised")
     return path.with_name(f"{path.stem}_stylised{path.suffix}")
+
+
+def _style_setting(cfg: DictConfig) -> Any:
+    """``style=``: None, a name, ``all``, or ``{name: weight}`` (as plain data)."""
+    from omegaconf import OmegaConf
+
+    style = cfg.get("style")
+    if OmegaConf.is_config(style):
+        return OmegaConf.to_container(style, resolve=True)
+    return None if style is None else (style if isinstance(style, dict | list) else str(style))
+
+
+def _check_style(stylizer: Stylizer, style: Any, kind: str, sheet: bool) -> None:
+    """Refuse, in one line listing the network's styles, a style setting this network or input cannot take."""
+    listed = ", ".join(stylizer.styles)
+    if style == "all":
+        if kind not in ("image", "folder"):
+            raise ConfigError(
+                f"style=all is for images and folders (one output per style); for a {kind} pick one of: {listed}"
+            )
+        return
+    if style is None and stylizer.num_styles > 1 and kind != "webcam" and not sheet:
+        raise ConfigError(
+            f"this network holds {stylizer.num_styles} styles ({listed}): pass style=<name>, a blend "
+            f'style="{{{stylizer.styles[0]}:0.5,{stylizer.styles[1]}:0.5}}", style=all or sheet=true'
+        )
+    if not sheet:
+        stylizer.style_weights(style)  # an unknown name or bad weights: the one-line error, before any work
 
 
 def _kind(input: str) -> str:
@@ -86,6 +115,11 @@ def run(cfg: DictConfig) -> Any:
         raise ConfigError(
             f"temporal={cfg.temporal} is for video and the webcam; a {kind} has no frames to follow"
         )
+    style, sheet = _style_setting(cfg), bool(cfg.get("sheet") or False)
+    if sheet and kind != "image":
+        raise ConfigError(f"sheet=true is for one image (the input in every style and blend), not a {kind}")
+    if sheet and not cfg.output:
+        output = Path(input).with_name(f"{Path(input).stem}_sheet{Path(input).suffix}")
     if kind == "image" and output is not None:
         check_output_path(output, [input])
     if kind == "webcam":
@@ -104,6 +138,49 @@ def run(cfg: DictConfig) -> Any:
         torch.backends.cudnn.benchmark = True
     log.info("%r, input %s (%s)", stylizer, input, kind)
     batch_size = int(cfg.batch_size) if cfg.batch_size else (4 if stylizer.device.type == "cuda" else 1)
+    _check_style(stylizer, style, kind, sheet)
+    if sheet:
+        content = load_content(input, max_size)
+        image = style_sheet(stylizer, content, tile=tile, **controls)
+        save_image(pil_to_tensor(image), output)
+        log.info("wrote %s: the input, %d style(s) and their blends", output, stylizer.num_styles)
+        return output
+    if style == "all":
+        names = stylizer.styles
+        outputs = [_per_style(output, name, kind) for name in names]
+        if kind == "image":
+            for path in outputs:
+                check_output_path(path, [input])
+        results = [
+            _run_one(cfg, stylizer, kind, input, path, max_size, tile, batch_size, temporal, controls, name)
+            for name, path in zip(names, outputs, strict=True)
+        ]
+        return results
+    return _run_one(cfg, stylizer, kind, input, output, max_size, tile, batch_size, temporal, controls, style)
+
+
+def _per_style(output: Path, name: str, kind: str) -> Path:
+    """Where ``style=all`` writes a style's output: ``photo_stylised_candy.jpg``, ``holiday_stylised/candy/``."""
+    if kind == "folder":
+        return output / name
+    return output.with_name(f"{output.stem}_{name}{output.suffix}")
+
+
+def _run_one(
+    cfg: DictConfig,
+    stylizer: Stylizer,
+    kind: str,
+    input: str,
+    output: Path | None,
+    max_size: int | None,
+    tile: int | None,
+    batch_size: int,
+    temporal: Any,
+    controls: dict[str, Any],
+    style: Any,
+) -> Any:
+    """Stylise the input into ``output`` with one style setting."""
+    controls = {**controls, "style": style}
     progress = bool(cfg.progress)
 
     if kind == "webcam":

@@ -80,7 +80,10 @@ class StopForward(Exception):
 
 @contextlib.contextmanager
 def whole_map_norm_stats(
-    stage: nn.Module, tiles: list[Tile], tile_input: Callable[[Tile], torch.Tensor]
+    stage: nn.Module,
+    tiles: list[Tile],
+    tile_input: Callable[[Tile], torch.Tensor],
+    style: torch.Tensor | None = None,
 ) -> Iterator[None]:
     """Give each InstanceNorm of ``stage`` the statistics of the whole map, measured over ``tiles``.
 
@@ -89,6 +92,7 @@ def whole_map_norm_stats(
     norm (the earlier ones already fixed) and measuring its input over the tile *cores* only,
     which partition the map. Per-core means and variances are merged in float64 with Chan et
     al.'s parallel formula (stable, unlike summing squares). The statistics are cleared on exit.
+    ``style``: the style weights (B, N) of a network of several styles, handed to ``stage``.
     """
     norms = [m for m in stage.modules() if isinstance(m, InstanceNormAct)]
     current: list[Tile] = []
@@ -113,7 +117,7 @@ def whole_map_norm_stats(
                 for t in tiles:
                     current[:] = [t]
                     with contextlib.suppress(StopForward):
-                        stage(tile_input(t))
+                        stage(tile_input(t), style)
             finally:
                 handle.remove()
             device = norm.weight.device
@@ -132,8 +136,9 @@ def stylize_tiled(
     to_device: Callable[[torch.Tensor], torch.Tensor],
     finish: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     channels_last: bool = False,
+    style: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Tiled inference, equal to the untiled ``net(images, border)`` (up to float rounding).
+    """Tiled inference, equal to the untiled ``net(images, border, style)`` (up to float rounding).
 
     Args:
         net: the network's inference copy (its InstanceNorms are :class:`InstanceNormAct`).
@@ -144,6 +149,7 @@ def stylize_tiled(
         finish: ``finish(content, stylised)`` of each output region (content on the CPU, stylised
             float32 on the device) -> the CPU pixels to write (the stylizer's controls).
         channels_last: the memory layout of the network's activations.
+        style: a network of several styles: the style weights, (N,) or (B, N), on its device.
 
     The network runs in its three stages:
 
@@ -168,13 +174,15 @@ def stylize_tiled(
     padded, border = pad_image(images, border)  # as TransformerNet.forward
     hp, wp = padded.shape[-2:]
     tile = max(MIN_TILE, tile - tile % 4)
+    if style is not None and style.dim() == 1:
+        style = style.unsqueeze(0).expand(bsz, -1)  # (B, N)
 
     # 1. Encoder: full-resolution tiles -> the 1/4-resolution map.
     enc_tiles = tiles(hp, wp, tile, TILE_CONTEXT, align=4)
     quarter: torch.Tensor | None = None
-    with whole_map_norm_stats(net.encoder, enc_tiles, lambda t: to_device(t.cut(padded))):
+    with whole_map_norm_stats(net.encoder, enc_tiles, lambda t: to_device(t.cut(padded)), style):
         for t in enc_tiles:
-            y = net.encoder(to_device(t.cut(padded)))  # (B, C, box/4)
+            y = net.encoder(to_device(t.cut(padded)), style)  # (B, C, box/4)
             if quarter is None:
                 layout = torch.channels_last if channels_last else torch.contiguous_format
                 shape = (bsz, y.shape[1], hp // 4, wp // 4)
@@ -182,13 +190,13 @@ def stylize_tiled(
             t.paste(quarter, y, scale=Fraction(1, 4))
     assert quarter is not None
     # 2. Residual blocks on the whole 1/4-resolution map.
-    quarter = net.residuals(quarter)
+    quarter = net.residuals(quarter, style)
     # 3. Decoder: 1/4-resolution tiles -> full resolution, cropped to the image.
     out = torch.empty(bsz, 3, h, w)
     dec_tiles = tiles(hp // 4, wp // 4, tile // 4, TILE_CONTEXT // 4, align=1)
-    with whole_map_norm_stats(net.decoder, dec_tiles, lambda t: t.cut(quarter)):
+    with whole_map_norm_stats(net.decoder, dec_tiles, lambda t: t.cut(quarter), style):
         for t in dec_tiles:
-            y = net.head(net.decoder(t.cut(quarter)).float())  # (B, 3, 4 * box) in [0, 1]
+            y = net.head(net.decoder(t.cut(quarter), style).float())  # (B, 3, 4 * box) in [0, 1]
             (cy0, cy1, cx0, cx1), (by0, _, bx0, _) = (4 * v for v in t.core), (4 * v for v in t.box)
             y0, y1, x0, x1 = (
                 max(cy0, border),

@@ -46,9 +46,13 @@ def run_webcam(
     mirror: bool = True,
     max_frames: int | None = None,
     temporal: Callable[[Any, Any], Any] | None = None,
+    style: Any = None,
     **controls: Any,
 ) -> int:
     """Show the stylised camera stream in a window with the frame rate; q or Esc quits.
+
+    A network of several styles starts with ``style`` (default: the first) and keys 1-9 switch to
+    its first nine styles; the style's name is shown under the frame rate.
 
     Frames are grabbed in a background thread that keeps only the newest one, so the display
     lags the camera by one network call at most. Returns the number of frames shown.
@@ -62,10 +66,14 @@ def run_webcam(
         max_frames: stop after this many frames (None: until q/Esc or the window is closed).
         temporal: ``None``, or a :class:`~fastns.stylize.temporal.FlowBlend` (``temporal=flow``)
             that blends each frame with the previous one shown, where the flow says it only moved.
+        style: networks of several styles: the first style shown (a name or a blend, as
+            :meth:`Stylizer.style_weights` takes); keys 1-9 switch.
         controls: ``strength`` and ``preserve_color``.
     """
     cv2 = import_cv2()
     check_controls(controls.get("strength", 1.0), max_size, None)
+    stylizer.style_weights(style)  # an unknown style: the one-line error before the camera opens
+    shown_style = style if style is not None or stylizer.num_styles == 1 else stylizer.styles[0]
     source = _camera_source(camera)
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
@@ -75,7 +83,8 @@ def run_webcam(
     is_file = isinstance(source, str) and Path(source).is_file()
     file_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) if is_file else 0.0
     period = (1.0 / (file_fps if file_fps > 0 else FALLBACK_FPS)) if is_file else 0.0
-    title = f"fastns: {stylizer.name} (q to quit)"
+    keys = " 1-9 styles," if stylizer.num_styles > 1 else ""
+    title = f"fastns: {stylizer.name} ({keys} q to quit)".replace("( ", "(")
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
     except cv2.error:
@@ -121,18 +130,26 @@ def run_webcam(
             if max_size is not None and max(h, w) > max_size:
                 frame = cv2.resize(frame, fit_longest(w, h, max_size), interpolation=cv2.INTER_AREA)
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            styled = stylizer.stylize_frames(rgb[None], temporal=temporal, **controls)[0]
+            styled = stylizer.stylize_frames(rgb[None], temporal=temporal, style=shown_style, **controls)[0]
             out = cv2.cvtColor(styled, cv2.COLOR_RGB2BGR)
             now = time.perf_counter()
             rate = 1 / max(now - last, 1e-6)
             fps = (1 - FPS_SMOOTHING) * fps + FPS_SMOOTHING * rate if shown else rate
             last = now
             cv2.putText(out, f"{fps:.1f} fps", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
+            if stylizer.num_styles > 1:
+                label = shown_style if isinstance(shown_style, str) else "blend"
+                cv2.putText(out, label, (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
             cv2.imshow(title, out)
             shown += 1
             key = cv2.waitKey(1) & 0xFF
             if key in (ord("q"), 27) or cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
                 break
+            index = key - ord("1")
+            if 0 <= index < min(9, stylizer.num_styles) and stylizer.num_styles > 1:
+                shown_style = stylizer.styles[index]
+                if temporal is not None and hasattr(temporal, "reset"):
+                    temporal.reset()  # no ghost of the previous style
     finally:
         stop.set()
         grabber.join(timeout=2)
