@@ -159,15 +159,12 @@ def _write_style_image(info: ModelInfo, path: Path) -> bool:
 
 
 def _write_sample(net: TransformerNet, info: ModelInfo, path: Path) -> None:
-    """scikit-image's astronaut photo and its stylisation, side by side."""
-    import skimage
-
+    """scikit-image's astronaut photo (the first of the quickstart's samples) and its stylisation, side by side."""
+    from .data import sample_photos
     from .image import open_image, resize_pil
     from .stylize import Stylizer
 
-    photo = resize_pil(
-        open_image(Path(skimage.__file__).parent / "data" / "astronaut.png"), PICTURE_SIZE // 2
-    )
+    photo = resize_pil(open_image(sample_photos()[0]), PICTURE_SIZE // 2)
     stylised = Stylizer(net, info=info, device="cpu", precision="fp32")(photo)
     sheet = Image.new("RGB", (photo.width * 2, photo.height))
     sheet.paste(photo, (0, 0))
