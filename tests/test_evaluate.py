@@ -20,6 +20,7 @@ from fastns.evaluate import (
     load_style,
     loss_settings,
     run,
+    select_styles,
     ssim_luminance,
     summarize_iterations,
 )
@@ -394,3 +395,110 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     else:
         assert not out.exists()
     assert not list(tmp_path.rglob("*.part"))
+
+
+# -- networks of several styles ----------------------------------------------------------------------
+
+
+def _multi_info(tiny_loss_cfg, sources) -> ModelInfo:
+    return ModelInfo(
+        model={"width": 0.25, "num_styles": 2},
+        style={"name": "stripes, waves"},
+        styles=[
+            {"name": n, "sources": [str(s)], "size": 32}
+            for n, s in zip(["stripes", "waves"], sources, strict=True)
+        ],
+        loss=tiny_loss_cfg,
+    )
+
+
+def test_select_styles_every_style_one_style_or_a_one_line_error(tiny_loss_cfg):
+    info = _multi_info(tiny_loss_cfg, ["s.png", "w.png"])
+    assert [n for n, _ in select_styles({"name": None}, info, "m")] == ["stripes", "waves"]
+    assert [n for n, _ in select_styles("all", info, "m")] == ["stripes", "waves"]
+    [(name, desc)] = select_styles("waves", info, "m")  # style=waves is style.name=waves
+    assert name == "waves" and desc["sources"] == ["w.png"]
+    with pytest.raises(
+        ConfigError, match="style=candy: no such style in m; the network's styles: stripes, waves"
+    ):
+        select_styles("candy", info, "m")
+    with pytest.raises(ConfigError, match="name that style too"):
+        select_styles({"name": None, "image": "other.jpg"}, info, "m")
+    single = _info(tiny_loss_cfg, ["s.png"])
+    assert select_styles({"name": None}, single, "m") == [(None, single.style)]
+    with pytest.raises(ConfigError, match="holds one style"):
+        select_styles("waves", single, "m")
+    with pytest.raises(ConfigError, match="unknown key style.colour"):
+        select_styles({"colour": 1}, single, "m")
+
+
+@pytest.fixture
+def two_style_model(tmp_path, style_file, tiny_loss_cfg) -> Path:
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1, num_styles=2)
+    with torch.no_grad():  # two clearly different styles: different γ, β per style
+        for m in net.modules():
+            if hasattr(m, "weight") and getattr(m, "weight", None) is not None and m.weight.dim() == 2:
+                m.weight[1].mul_(-1.5)
+                m.bias[1].add_(0.3)
+    waves = make_photo(tmp_path / "waves.png", size=(40, 40), seed=7)
+    return save_model(
+        tmp_path / "two.safetensors",
+        net,
+        styles=[
+            {"name": "stripes", "sources": [str(style_file)], "size": 32},
+            {"name": "waves", "sources": [str(waves)], "size": 32},
+        ],
+        loss=tiny_loss_cfg,
+        training={"steps": 1, "image_size": 32},
+    )
+
+
+@pytest.mark.integration
+def test_a_network_of_several_styles_gets_a_report_per_style_and_an_index(
+    monkeypatch, capsys, tmp_path, two_style_model, photos
+):
+    out = tmp_path / "report"
+    code, _, err = run_script(
+        monkeypatch, capsys, [f"model={two_style_model}", f"images={photos}", f"output={out}", *FAST]
+    )
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "report.md", "stripes", "waves"}
+    per = {}
+    for name in ("stripes", "waves"):
+        assert sorted(p.name for p in (out / name).iterdir()) == sorted(REPORT_FILES)
+        per[name] = json.loads((out / name / "metrics.json").read_text())
+        assert per[name]["evaluation"]["style"]["name"] == name
+        assert per[name]["evaluation"]["network_style"] == name
+    # each style is the network's own output for that style, measured against that style's targets
+    a = [r["network"]["loss"]["total"] for r in per["stripes"]["images"]]
+    b = [r["network"]["loss"]["total"] for r in per["waves"]["images"]]
+    assert a != b
+    index = json.loads((out / "metrics.json").read_text())
+    assert list(index["styles"]) == ["stripes", "waves"]
+    assert index["styles"]["waves"]["aggregate"] == per["waves"]["aggregate"]
+    report = (out / "report.md").read_text()
+    assert "## stripes" in report and "## waves" in report and "(waves/report.md)" in report
+
+    # style=waves alone: the same numbers as waves' section, in a plain report folder
+    one = tmp_path / "one"
+    code, _, err = run_script(
+        monkeypatch,
+        capsys,
+        [f"model={two_style_model}", f"images={photos}", f"output={one}", "style=waves", *FAST],
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in one.iterdir()) == sorted(REPORT_FILES)
+    alone = json.loads((one / "metrics.json").read_text())
+    assert [r["network"]["loss"] for r in alone["images"]] == [
+        r["network"]["loss"] for r in per["waves"]["images"]
+    ]
+
+    code, _, err = run_script(
+        monkeypatch,
+        capsys,
+        [f"model={two_style_model}", f"images={photos}", f"output={tmp_path / 'x'}", "style=candy", *FAST],
+    )
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "the network's styles: stripes, waves" in lines[0], err
+    assert not (tmp_path / "x").exists()

@@ -37,6 +37,8 @@ Choices, and where they depart from the paper:
 - The style targets use the style image at the size it had in training (``ModelInfo.style.size``,
   px), whatever ``image_size`` is: the network's strokes have a fixed size in pixels, so that is
   the style it learned. The Gatys runs use the very same targets.
+- A network of several styles is measured per style (:func:`~.inputs.select_styles`): its output
+  for that style against that style's targets, a report each, and an index (:func:`~.report.render_index`).
 - Gatys' pixels are optimised unconstrained (as in :func:`fastns.optimize.optimize_image` and
   neural-style); its losses are those of the unclamped image, while the network's output is in
   [0, 1] by construction.
@@ -64,9 +66,16 @@ from ..metrics import color_histogram, histogram_distance, ssim_luminance  # re-
 from .figures import write_contact_sheet, write_loss_curves
 from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, REPORT_FILES, SHEET_FILE
 from .gatys import GATYS_INITS, START_NAMES, GatysRun, equivalent_iterations, run_gatys
-from .inputs import build_model_loss, find_photos, load_model_for_evaluation, load_style, loss_settings
+from .inputs import (
+    build_model_loss,
+    find_photos,
+    load_model_for_evaluation,
+    load_style,
+    loss_settings,
+    select_styles,
+)
 from .measure import aggregate, evaluate_image, summarize, summarize_iterations, time_call
-from .report import format_iterations, render_report, summary_lines
+from .report import format_iterations, render_index, render_report, summary_lines
 from .task import run
 
 __all__ = [
@@ -88,7 +97,9 @@ __all__ = [
     "histogram_distance",
     "load_model_for_evaluation",
     "load_style",
+    "select_styles",
     "loss_settings",
+    "render_index",
     "render_report",
     "run",
     "run_gatys",

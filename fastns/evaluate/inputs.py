@@ -86,13 +86,61 @@ def build_model_loss(settings: Mapping, vgg_overridden: bool, device: torch.devi
         ) from None
 
 
-def load_style(cfg_style: Mapping, info: ModelInfo, model_path: str | os.PathLike) -> Style:
-    """The style the loss targets come from: the model's (sources, size), or ``style.image``/``style.size``."""
-    known = {"image", "size", "blend_weights"}
-    unknown = set(cfg_style) - known
+#: What ``style`` takes: ``style=<name>`` is short for ``style.name=<name>``.
+STYLE_KEYS = ("name", "image", "size", "blend_weights")
+
+
+def style_config(cfg_style: Any) -> dict[str, Any]:
+    """``style`` as a mapping: a bare string (``style=candy``, ``style=all``) is ``{"name": ...}``."""
+    if cfg_style is None:
+        return {}
+    if isinstance(cfg_style, str):
+        return {"name": cfg_style}
+    out = dict(cfg_style)
+    unknown = set(out) - set(STYLE_KEYS)
     if unknown:
-        raise ConfigError(f"unknown key style.{sorted(unknown)[0]}; style takes {sorted(known)}")
-    model_style = info.style or {}
+        raise ConfigError(f"unknown key style.{sorted(unknown)[0]}; style takes {list(STYLE_KEYS)}")
+    return out
+
+
+def select_styles(
+    cfg_style: Any, info: ModelInfo, model_path: str | os.PathLike
+) -> list[tuple[str | None, dict]]:
+    """The network's styles to evaluate: ``[(name, its description in the model file), ...]``.
+
+    A single-style network gives ``[(None, info.style)]``. A network of several styles gives every
+    style (``style.name`` null or ``all``) or the one named; its name is what the stylizer takes.
+    """
+    cfg = style_config(cfg_style)
+    name = cfg.get("name")
+    names = info.style_names
+    listed = f"the network's styles: {', '.join(names)}"
+    if info.num_styles == 1:
+        if name not in (None, "all", names[0]):
+            raise ConfigError(f"style={name}: {model_path} holds one style ({names[0]}); leave style out")
+        return [(None, dict(info.style or {}))]
+    if name in (None, "all"):
+        if cfg.get("image") is not None:
+            raise ConfigError(
+                f"style.image replaces one style's image; name that style too (style.name=<name>); {listed}"
+            )
+        return [(n, dict(s)) for n, s in zip(names, info.styles or [{}] * len(names), strict=True)]
+    if name not in names:
+        raise ConfigError(f"style={name}: no such style in {model_path}; {listed}")
+    i = names.index(name)
+    return [(name, dict(info.styles[i]) if info.styles else {"name": name})]
+
+
+def load_style(
+    cfg_style: Any, info: ModelInfo, model_path: str | os.PathLike, model_style: Mapping | None = None
+) -> Style:
+    """The style the loss targets come from: the model's (sources, size), or ``style.image``/``style.size``.
+
+    ``model_style``: the description of the network's style being evaluated (a network of several
+    styles, :func:`select_styles`); default the model file's single style.
+    """
+    cfg_style = style_config(cfg_style)
+    model_style = (info.style if model_style is None else model_style) or {}
     override = as_list(cfg_style.get("image"))
     sources = [str(s) for s in override] or [str(s) for s in as_list(model_style.get("sources"))]
     if not sources:

@@ -100,8 +100,12 @@ def evaluate_image(
     timing_runs: int,
     seed: int,
     on_iteration: Callable[[], None] | None = None,
+    style: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """All measurements for one photo ``content`` ``(1, 3, H, W)`` on the loss's device.
+
+    ``style``: which of the network's styles (networks of several styles; the loss must hold that
+    style's targets).
 
     Returns:
         ``(metrics, pictures)``: the JSON-ready per-image record and, for the figures, the
@@ -113,10 +117,10 @@ def evaluate_image(
 
     # The network: output, loss, time.
     # (1, 3, H, W) in [0, 1]; cloned out of inference mode so that the loss may use it freely.
-    output = stylizer.stylize(content).to(device).clone()
+    output = stylizer.stylize(content, style=style).to(device).clone()
     with torch.no_grad():
         net_loss = _loss_floats(loss_fn(output))
-    net_seconds = time_call(lambda: stylizer.stylize(content), timing_runs, device=device)
+    net_seconds = time_call(lambda: stylizer.stylize(content, style=style), timing_runs, device=device)
     target = net_loss["total"]
 
     record: dict[str, Any] = {

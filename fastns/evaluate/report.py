@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..metrics import GRID_PERIOD, HIST_BINS
-from .files import CURVES_FILE, METRICS_FILE, SHEET_FILE
+from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, SHEET_FILE
 from .gatys import START_NAMES
 
 
@@ -103,6 +103,54 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | No
     return ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"] + [
         "| " + " | ".join(r) + " |" for r in rows
     ]
+
+
+def render_index(index: Mapping, per_style: Mapping[str, Mapping]) -> str:
+    """report.md of a network of several styles: a table of the styles, then a section per style
+    with its summary and contact sheet; each style's full report is in its own folder."""
+    first = next(iter(per_style.values()))
+    ev = first["evaluation"]
+    budget, inits = ev["gatys_iterations"], ev["gatys_init"]
+    out = [f"# Evaluation of `{index['model']['path']}` ({len(per_style)} styles)", ""]
+    out += ["Made with:", "", "```bash", index.get("command") or "fastns.evaluate.run(cfg)", "```", ""]
+    out += [
+        f"{first['aggregate']['images']} image(s) at {ev['image_size']} px, Gatys L-BFGS for {budget} "
+        f"iterations per style; each style is measured against its own style targets, with the loss the "
+        "network was trained on. One report per style in its folder.",
+        "",
+    ]
+    header = [
+        "style",
+        *(f"≈ Gatys it. from {START_NAMES[k]}" for k in inits),
+        "loss",
+        "content",
+        "style loss",
+    ]
+    header += ["SSIM", "colour dist.", f"{GRID_PERIOD}x{GRID_PERIOD} pattern", "report"]
+    rows = []
+    for name, m in per_style.items():
+        agg = m["aggregate"]
+        loss = agg["network_loss"]
+        rows.append(
+            [
+                f"{name}",
+                *(format_iterations(agg["equivalent_iterations"][k]["median"], budget) for k in inits),
+                _g(loss["total"]["median"]),
+                _g(loss["content"]["median"]),
+                _g(loss["style"]["median"]),
+                _g(agg["ssim"]["network"]["median"], 3),
+                _g(agg["color_distance"]["network"]["median"], 3),
+                _g(agg["grid"]["network"]["mean"], 2),
+                f"[{name}/{REPORT_FILE}]({name}/{REPORT_FILE})",
+            ]
+        )
+    out += ["## Styles", ""] + _table(header, rows) + [""]
+    out += ["Medians over the images (the pattern: mean). docs/evaluation.md explains every number.", ""]
+    for name, m in per_style.items():
+        out += [f"## {name}", ""]
+        out += [f"- {line}" for line in summary_lines(m)] + [""]
+        out += [f"![{name}]({name}/{SHEET_FILE})", ""]
+    return "\n".join(out)
 
 
 def render_report(metrics: Mapping) -> str:

@@ -40,9 +40,10 @@ from .inputs import (
     load_model_for_evaluation,
     load_style,
     loss_settings,
+    select_styles,
 )
 from .measure import aggregate, evaluate_image
-from .report import format_iterations, render_report, summary_lines
+from .report import format_iterations, render_index, render_report, summary_lines
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,8 @@ def run(cfg: DictConfig) -> Path:
     # Inputs, cheapest first, all before the long part.
     model_path = Path(str(cfg.model))
     net, info = load_model_for_evaluation(model_path)
-    if net.num_styles > 1:
-        raise ConfigError(
-            f"{model_path}: a network of {net.num_styles} styles ({', '.join(info.style_names)}); "
-            "evaluating such networks is not supported yet"
-        )
+    cfg_style = OmegaConf.to_container(cfg.style) if isinstance(cfg.style, DictConfig) else cfg.style
+    selected = select_styles(cfg_style, info, model_path)
     photos = find_photos(cfg.images, output, cfg.get("max_images"))
     contents = []
     for p in photos:
@@ -143,21 +141,116 @@ def run(cfg: DictConfig) -> Path:
                 f"(the loss needs {MIN_SIDE} px on each side); raise image_size or leave it out"
             )
         contents.append(img)
-    style = load_style(cfg.style, info, model_path)
+    styles = [load_style(cfg_style, info, model_path, model_style=desc) for _, desc in selected]
     loss_cfg = (
         OmegaConf.to_container(cfg.loss, resolve=True) if isinstance(cfg.loss, DictConfig) else cfg.loss
     )
     settings = loss_settings(info, loss_cfg, model_path)
     loss_fn = build_model_loss(settings, settings["vgg"] != (info.loss.get("vgg") or {}), device)
+
+    # The inference path users get (border, folded norms, layout).
+    stylizer = Stylizer(net, info=info, device=device, precision=str(cfg.precision), border=int(cfg.border))
+
+    # One untimed forward and backward pass of the loss: the first one pays for lazy set-up
+    # (allocator, oneDNN/cuDNN kernel choice), which must not count as a Gatys iteration.
+    warm = contents[0].to(device).clone().requires_grad_(True)
+    loss_fn.set_style(styles[0].tensors(styles[0].size, device), styles[0].blend_weights)
+    loss_fn.set_content(warm.detach())
+    loss_fn(warm)["total"].backward()
+
+    settings_run = dict(
+        image_size=image_size,
+        budget=budget,
+        inits=inits,
+        speed_iterations=speed_iterations,
+        sheet_iterations=sheet_iterations,
+        timing_runs=timing_runs,
+        seed=seed,
+        device=device,
+    )
+    if len(selected) == 1:
+        name, desc = selected[0]
+        _evaluate_style(
+            cfg,
+            model_path,
+            info,
+            name,
+            desc,
+            styles[0],
+            stylizer,
+            loss_fn,
+            photos,
+            contents,
+            output,
+            **settings_run,
+        )
+        return output
+    # A network of several styles: a full report per style in <output>/<name>/, and an index.
+    done = []
+    for (name, desc), style in zip(selected, styles, strict=True):
+        log.info("style %d of %d: %s", len(done) + 1, len(selected), name)
+        folder = output / str(name)
+        metrics = _evaluate_style(
+            cfg,
+            model_path,
+            info,
+            name,
+            desc,
+            style,
+            stylizer,
+            loss_fn,
+            photos,
+            contents,
+            folder,
+            **settings_run,
+        )
+        done.append((str(name), metrics))
+    index = {
+        "metrics_version": METRICS_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": _command(),
+        "model": {"path": str(model_path), "sha256": sha256_file(model_path), "styles": info.style_names},
+        "styles": {
+            name: {"report": f"{name}/{REPORT_FILE}", "aggregate": m["aggregate"]} for name, m in done
+        },
+    }
+    with atomic_write(output / METRICS_FILE) as tmp:
+        tmp.write_text(json.dumps(_json_safe(index), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    with atomic_write(output / REPORT_FILE) as tmp:
+        tmp.write_text(render_index(index, {name: m for name, m in done}), encoding="utf-8")
+    log.info("wrote %s (%s, and a report per style)", output, ", ".join((METRICS_FILE, REPORT_FILE)))
+    return output
+
+
+def _evaluate_style(
+    cfg: DictConfig,
+    model_path: Path,
+    info: Any,
+    name: str | None,
+    desc: Mapping,
+    style: Any,
+    stylizer: Stylizer,
+    loss_fn: Any,
+    photos: list[Path],
+    contents: list[torch.Tensor],
+    output: Path,
+    *,
+    image_size: int,
+    budget: int,
+    inits: list[str],
+    speed_iterations: list[int],
+    sheet_iterations: list[int],
+    timing_runs: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Evaluate one of the network's styles (``name``; None: its only style) and write its report folder."""
     style_images = style.tensors(style.size, device)
     loss_fn.set_style(style_images, style.blend_weights)
     weights = style.blend_weights or [1.0] * len(style_images)
     style_hist = sum(w * color_histogram(s) for w, s in zip(weights, style_images, strict=True)) / sum(
         weights
     )
-
-    # The inference path users get (border, folded norms, layout).
-    stylizer = Stylizer(net, info=info, device=device, precision=str(cfg.precision), border=int(cfg.border))
     log.info(
         "evaluating %s (style %s) on %d image(s) at %d px: %s %s (weights: %s), Gatys L-BFGS %d iterations from %s, device %s",
         model_path,
@@ -172,16 +265,10 @@ def run(cfg: DictConfig) -> Path:
         device,
     )
 
-    # One untimed forward and backward pass of the loss: the first one pays for lazy set-up
-    # (allocator, oneDNN/cuDNN kernel choice), which must not count as a Gatys iteration.
-    warm = contents[0].to(device).clone().requires_grad_(True)
-    loss_fn.set_content(warm.detach())
-    loss_fn(warm)["total"].backward()
-
     records, pictures = [], []
     bar = tqdm(
         total=len(photos) * len(inits) * budget,
-        desc="gatys",
+        desc="gatys" if name is None else f"gatys ({name})",
         unit="it",
         disable=not bool(cfg.progress),
         dynamic_ncols=True,
@@ -202,6 +289,7 @@ def run(cfg: DictConfig) -> Path:
                 timing_runs=timing_runs,
                 seed=seed,
                 on_iteration=lambda: bar.update(1),
+                style=name,
             )
             # An early-stopped run does not fill its share of the bar: keep the total honest.
             bar.n = (index + 1) * len(inits) * budget
@@ -223,6 +311,7 @@ def run(cfg: DictConfig) -> Path:
         bar.close()
 
     summary = aggregate(records, inits, budget, speed_iterations)
+    network = dict(info.model)
     metrics = {
         "metrics_version": METRICS_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -231,8 +320,9 @@ def run(cfg: DictConfig) -> Path:
         "model": {
             "path": str(model_path),
             "sha256": sha256_file(model_path),
-            "network": info.model,
-            "style": info.style,
+            "network": network,
+            # a network of several styles: the style evaluated here (the others: info.style_names)
+            "style": dict(desc),
             "loss": info.loss,
             "training": info.training,
             "fastns_version": info.fastns_version,
@@ -263,6 +353,8 @@ def run(cfg: DictConfig) -> Path:
         "images": records,
         "aggregate": summary,
     }
+    if name is not None:
+        metrics["evaluation"]["network_style"] = name
     metrics = _json_safe(metrics)
 
     output.mkdir(parents=True, exist_ok=True)
@@ -275,4 +367,4 @@ def run(cfg: DictConfig) -> Path:
     for line in summary_lines(metrics):
         log.info("%s", line)
     log.info("wrote %s (%s)", output, ", ".join(REPORT_FILES))
-    return output
+    return metrics
