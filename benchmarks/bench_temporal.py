@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -34,24 +33,10 @@ sys.path.insert(0, str(ROOT))
 from fastns.metrics import warping_error  # noqa: E402
 from fastns.stylize import Stylizer  # noqa: E402
 from fastns.stylize.temporal import FlowBlend  # noqa: E402
-from fastns.stylize.video import _even_size  # noqa: E402
+from fastns.stylize.video import read_frames  # noqa: E402
 from fastns.utils import cpu_name  # noqa: E402
 
 CLIPS = ROOT.parent / "shared" / "data" / "video"
-
-
-def decode(path: Path, start: int, frames: int, max_size: int | None) -> np.ndarray:
-    """Frames ``start`` .. ``start + frames`` of a clip as (T, H, W, 3) uint8, sized as stylize_video sizes them."""
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        size = _even_size(stream.codec_context.width, stream.codec_context.height, max_size)
-        out = []
-        for i, frame in enumerate(c.decode(stream)):
-            if i >= start:
-                out.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
-            if len(out) == frames:
-                break
-    return np.stack(out)
 
 
 def as_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -109,7 +94,7 @@ def main() -> None:
     for clip in args.clips:
         name, _, start = clip.partition(":")
         path = Path(name) if Path(name).is_file() else CLIPS / name
-        frames = decode(path, int(start or 0), args.frames, args.max_size)
+        frames = read_frames(path, start=int(start or 0), count=args.frames, max_size=args.max_size)
         inputs = as_tensor(frames)
         shape = f"{start or 0}-{int(start or 0) + len(frames) - 1} at {frames.shape[2]}x{frames.shape[1]}"
         floor = warping_error(inputs)

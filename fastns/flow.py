@@ -177,6 +177,12 @@ def warp(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def inside_frame(flow: torch.Tensor) -> torch.Tensor:
+    """Where ``p + flow(p)`` lies inside the frame: ``(B, 1, H, W)`` bool (what :func:`warp` can
+    fetch without inventing a border)."""
+    return (_grid(flow).abs() <= 1).all(-1)[:, None]
+
+
 def reliable_mask(flow: torch.Tensor, reverse: torch.Tensor, motion_boundaries: bool = True) -> torch.Tensor:
     """Where ``flow`` (a → b) can be trusted, given the ``reverse`` flow (b → a): ``(B, 1, H, W)`` bool on a's grid.
 
@@ -188,9 +194,7 @@ def reliable_mask(flow: torch.Tensor, reverse: torch.Tensor, motion_boundaries: 
     agree = (flow + back).square().sum(1) <= CONSISTENCY_RELATIVE * (
         flow.square().sum(1) + back.square().sum(1)
     ) + CONSISTENCY_ABSOLUTE
-    grid = _grid(flow)
-    inside = (grid.abs() <= 1).all(-1)
-    ok = agree & inside
+    ok = agree & inside_frame(flow)[:, 0]
     if motion_boundaries:
         # Central differences (one-sided at the edges) of u and v along x and y.
         dx = torch.gradient(flow, dim=-1)[0] if w > 1 else torch.zeros_like(flow)

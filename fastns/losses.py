@@ -32,6 +32,7 @@ strongly a VGG's features express a style still differs: random weights stylise 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -40,6 +41,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .metrics import GRID_PERIOD, grid_fold
+from .motion import MotionSettings
 from .vgg import VGGFeatures
 
 
@@ -86,6 +88,19 @@ def grid_loss(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
     return grid_fold(images.float(), period).square().mean()
 
 
+def temporal_loss(
+    moved_stylised: torch.Tensor, stylised_moved: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared difference, over the ``valid`` pixels (B, 1, H, W), of two stylisations that a
+    stable network makes equal: ``net(warp(x))`` and ``warp(net(x))`` (:mod:`fastns.motion`).
+
+    Averaged over valid pixels and channels, so its scale does not depend on the image size or on
+    how much of the frame the motion left valid.
+    """
+    diff = (moved_stylised.float() - stylised_moved.float()).square() * valid.float()
+    return diff.sum() / (valid.float().sum() * moved_stylised.shape[1]).clamp_min(1.0)
+
+
 def _layer_weights(name: str, layers: Mapping[str, float] | Sequence[str] | None) -> dict[str, float]:
     if layers is None:
         return {}
@@ -125,6 +140,10 @@ class PerceptualLoss(nn.Module):
         vgg: a :class:`VGGFeatures` that provides all the layers above, or keyword arguments to
             build one (``arch``, ``weights``, ``pooling``, ``seed``).
         normalize: divide each layer's term by its target's mean square (see the module docstring).
+        temporal_weight: weight of :func:`temporal_loss`, which training adds for a temporally
+            stable network (0 = off); :meth:`forward` never computes it, so Gatys optimisation and
+            evaluation are the same with any value.
+        temporal: the random motion of that term (:class:`fastns.motion.MotionSettings` keys).
 
     Returns (from ``forward``): a dict of scalar tensors ``content/<layer>``, ``style/<layer>``,
     ``tv``, and the sums ``content``, ``style`` and ``total``.
@@ -140,9 +159,15 @@ class PerceptualLoss(nn.Module):
         grid_weight: float = 0.0,
         vgg: VGGFeatures | Mapping | None = None,
         normalize: bool = False,
+        temporal_weight: float = 0.0,
+        temporal: Mapping | None = None,
     ) -> None:
         super().__init__()
         self.normalize = bool(normalize)
+        self.temporal_weight = float(temporal_weight)
+        if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
+            raise ConfigError(f"loss.temporal_weight={temporal_weight!r} must be a finite number >= 0")
+        self.motion = MotionSettings.from_config(temporal)
         self.content_layers = _layer_weights("content_layers", content_layers)
         self.style_layers = _layer_weights("style_layers", style_layers)
         self.content_weight, self.style_weight, self.tv_weight, self.grid_weight = (
@@ -175,6 +200,8 @@ class PerceptualLoss(nn.Module):
         "grid_weight",
         "vgg",
         "normalize",
+        "temporal_weight",
+        "temporal",
     )
     VGG_KEYS = ("arch", "weights", "pooling", "seed")
 
@@ -325,6 +352,8 @@ class PerceptualLoss(nn.Module):
             "tv_weight": self.tv_weight,
             "grid_weight": self.grid_weight,
             "normalize": self.normalize,
+            "temporal_weight": self.temporal_weight,
+            "temporal": self.motion.as_dict(),
             "vgg": {
                 "arch": self.encoder.arch,
                 "weights": self.encoder.weights_source,

@@ -23,9 +23,11 @@ from hydra.utils import instantiate
 from torchvision.utils import make_grid
 
 from .errors import ConfigError, FastnsError, ModelFileError, gather
-from .losses import PerceptualLoss
+from .flow import warp
+from .losses import PerceptualLoss, temporal_loss
 from .metrics import grid_pattern
 from .modelfile import ModelInfo, load_initial_weights, read_info
+from .motion import moved_frame
 from .style import Style
 from .transformer import CondInstanceNorm2d, TransformerNet
 
@@ -281,24 +283,42 @@ class StyleTransferModule(pl.LightningModule):
         return F.one_hot(torch.full((batch,), index, device=device), self.net.num_styles).float()
 
     def stylise_and_loss(
-        self, content: torch.Tensor, style: int = 0
+        self, content: torch.Tensor, style: int = 0, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The network's stylisation of ``content`` (B, 3, H, W) in [0, 1] and its loss terms.
 
         ``style``: which trained style (an index into ``styles``; several styles only).
+        With ``loss.temporal_weight`` > 0 the terms include ``temporal``
+        (:func:`fastns.losses.temporal_loss`): each photo is also moved by a random small motion
+        (:mod:`fastns.motion`; ``generator`` seeds it), stylised in the same batch, and compared
+        with the moved stylisation over the pixels the motion keeps in the frame.
         """
+        temporal = self.loss_fn.temporal_weight > 0
+        batch = content.shape[0]
+        inputs = content
+        if temporal:
+            moved, flow, valid = moved_frame(content, self.loss_fn.motion, generator)
+            inputs = torch.cat([content, moved])
         if self.hparams.channels_last:
-            content = content.contiguous(memory_format=torch.channels_last)
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         net = getattr(self, "_net_step", self.net)
         loss = self.style_loss_fn(style)
         if self.net.num_styles == 1:
-            stylised = net(content)
+            out = net(inputs)
         else:
-            stylised = net(content, style=self.one_hot(self.trained[style], content.shape[0], content.device))
+            out = net(inputs, style=self.one_hot(self.trained[style], inputs.shape[0], inputs.device))
+        stylised = out[:batch]
         m = int(self.hparams.get("loss_margin") or 0)
         if m:
-            return stylised, loss(stylised[..., m:-m, m:-m], content[..., m:-m, m:-m])
-        return stylised, loss(stylised, content)
+            terms = loss(stylised[..., m:-m, m:-m], content[..., m:-m, m:-m])
+        else:
+            terms = loss(stylised, content)
+        if temporal:
+            # Not detached: both stylisations move toward each other.
+            moved_stylised = warp(stylised, flow)
+            t = self.loss_fn.temporal_weight * temporal_loss(out[batch:], moved_stylised, valid)
+            terms = {**terms, "temporal": t, "total": terms["total"] + t}
+        return stylised, terms
 
     def compute_loss(self, content: torch.Tensor, style: int = 0) -> dict[str, torch.Tensor]:
         """The loss terms of the network's stylisation of ``content`` (what training minimises)."""
@@ -442,7 +462,9 @@ class StyleTransferModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         content = batch["image"]
         n_styles = len(self.styles)
-        results = [self.stylise_and_loss(content, k) for k in range(n_styles)]
+        # The same motions at every validation (temporal loss): its numbers compare across steps.
+        seeds = [torch.Generator(content.device).manual_seed(1000 * batch_idx + k) for k in range(n_styles)]
+        results = [self.stylise_and_loss(content, k, seeds[k]) for k in range(n_styles)]
         # Several styles: each style's terms under its name, and their mean under the usual names.
         terms = {name: sum(r[1][name] for r in results) / n_styles for name in results[0][1]}
         for name, value in terms.items():

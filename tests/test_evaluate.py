@@ -502,3 +502,99 @@ def test_a_network_of_several_styles_gets_a_report_per_style_and_an_index(
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "the network's styles: stripes, waves" in lines[0], err
     assert not (tmp_path / "x").exists()
+
+
+# -- video: the flicker report -----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_video_report_measures_the_input_the_network_flow_and_a_second_model(
+    monkeypatch, capsys, tmp_path, model_file, style_file, tiny_loss_cfg
+):
+    pytest.importorskip("cv2")
+    from .test_stylize import make_video
+    from .test_temporal import pan, to_bytes
+
+    clip = make_video(tmp_path / "clip.mp4", frames=10, size=(96, 72), images=to_bytes(pan(10)), audio=None)
+    torch.manual_seed(1)
+    other = save_model(
+        tmp_path / "other.safetensors",
+        TransformerNet(width=0.25, num_residual=1),
+        style={"name": "stripes", "sources": [str(style_file)], "size": 32},
+        loss={**tiny_loss_cfg, "temporal_weight": 1.0},
+    )
+    out = tmp_path / "video_report"
+    args = [
+        f"model={model_file}",
+        f"video={clip}",
+        f"compare={other}",
+        f"output={out}",
+        "frames=8",
+        "start=1",
+    ]
+    code, stdout, err = run_script(monkeypatch, capsys, [*args, "loss_frames=3", "progress=false"])
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["metrics.json", "report.md", "frames.png", "warping_error.png"]
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kind"] == "video" and m["video"]["frames"] == 8 and m["video"]["size"] == [96, 72]
+    assert m["video"]["loss_frames"] == [1, 5, 8]  # the clip's own frame numbers
+    rows = m["methods"]
+    assert list(rows) == [
+        "input",
+        "per frame",
+        "temporal=flow",
+        "compare: per frame",
+        "compare: temporal=flow",
+    ]
+    for label, r in rows.items():
+        assert len(r["warping_errors"]) == 7 and _finite(r["warping_error"])  # one per frame pair
+        if label != "input":
+            assert r["seconds_per_frame"] > 0 and set(r["loss"]) == {"content", "style", "total"}
+    # the floor is below the per-frame stylisation, and the flow blend steadies it
+    assert rows["input"]["warping_error"] < rows["per frame"]["warping_error"]
+    assert rows["temporal=flow"]["warping_error"] < rows["per frame"]["warping_error"]
+    # two different networks, judged by the same loss
+    assert rows["per frame"]["loss"] != rows["compare: per frame"]["loss"]
+    assert m["compare"]["path"] == str(other) and m["compare"]["loss"]["temporal_weight"] == 1.0
+    report = (out / "report.md").read_text()
+    assert "| compare: temporal=flow |" in report and "frames.png" in report
+    assert Image.open(out / "frames.png").height > 5 * 72  # a row per method and the input
+
+    # bad input: one line, exit 2, nothing written
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 10)
+    for extra, expect in [
+        ([f"video={tmp_path / 'none.mp4'}"], "no such file"),
+        ([f"video={broken}"], "not a readable video"),
+        ([f"video={style_file}"], "at least 2 are needed"),  # an image is a one-frame video to FFmpeg
+        ([f"video={clip}", "images=x"], "pass one of them"),
+        ([f"video={clip}", "frames=1"], "frames=1 must be at least 2"),
+        ([f"video={clip}", "start=50"], "at least 2 are needed"),
+    ]:
+        bad = tmp_path / "bad"
+        code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", f"output={bad}", *extra])
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and expect in lines[0], (extra, err)
+        assert not bad.exists()
+
+
+@pytest.mark.integration
+def test_video_report_of_a_network_of_several_styles_needs_a_style(
+    monkeypatch, capsys, tmp_path, two_style_model
+):
+    pytest.importorskip("cv2")
+    from .test_stylize import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=4, size=(64, 48), audio=None)
+    out = tmp_path / "r"
+    code, _, err = run_script(
+        monkeypatch, capsys, [f"model={two_style_model}", f"video={clip}", f"output={out}"]
+    )
+    assert code == 2 and "pass style=<name>" in err and "stripes, waves" in err
+    code, _, err = run_script(
+        monkeypatch, capsys, [f"model={two_style_model}", f"video={clip}", f"output={out}", "style=waves"]
+    )
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["model"]["style"]["name"] == "waves"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 import platform
 import shlex
 from collections.abc import Mapping
@@ -28,10 +27,11 @@ from ..hub import sha256_file
 from ..image import MIN_SIDE, load_image
 from ..metrics import GRID_PERIOD, HIST_BINS, SSIM_SIGMA, color_histogram
 from ..stylize import Stylizer
+from ..stylize.temporal import make_temporal
 from ..utils import as_list, atomic_write, cpu_name, resolve_device
 from ..version import __version__
 from .figures import write_contact_sheet, write_loss_curves
-from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, REPORT_FILES, SHEET_FILE
+from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, REPORT_FILES, SHEET_FILE, json_safe
 from .gatys import GATYS_INITS, START_NAMES
 from .inputs import (
     _positive_ints,
@@ -44,6 +44,7 @@ from .inputs import (
 )
 from .measure import aggregate, evaluate_image
 from .report import format_iterations, render_index, render_report, summary_lines
+from .video import VIDEO_REPORT_FILES, evaluate_video
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,6 @@ def _command() -> str | None:
     return " ".join(["python scripts/evaluate.py", *(shlex.quote(o) for o in overrides)])
 
 
-def _json_safe(obj: Any) -> Any:
-    """Plain JSON: non-finite floats become null (``json`` would write NaN, which is not JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def run(cfg: DictConfig) -> Path:
     """Evaluate ``cfg.model`` on ``cfg.images`` and write the report folder ``cfg.output``.
 
@@ -99,11 +87,17 @@ def run(cfg: DictConfig) -> Path:
     """
     if cfg.get("model") is None:
         raise ConfigError("missing required setting model: pass model=path/to/model.safetensors")
-    if cfg.get("images") is None:
-        raise ConfigError("missing required setting images: pass images=folder/, a file or a glob")
+    if cfg.get("images") is None and cfg.get("video") is None:
+        raise ConfigError(
+            "missing required setting images: pass images=folder/, a file or a glob (or video=clip.mp4)"
+        )
+    if cfg.get("images") is not None and cfg.get("video") is not None:
+        raise ConfigError("images= and video= make different reports: pass one of them")
     output = Path(str(cfg.output or "report"))
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output={output} is a file; the report needs a folder (e.g. output=report/)")
+    if cfg.get("video") is not None:
+        return run_video(cfg, output)
     image_size = int(cfg.image_size)
     if image_size < MIN_SIDE:
         raise ConfigError(f"image_size={image_size} must be at least {MIN_SIDE} px")
@@ -215,7 +209,7 @@ def run(cfg: DictConfig) -> Path:
         },
     }
     with atomic_write(output / METRICS_FILE) as tmp:
-        tmp.write_text(json.dumps(_json_safe(index), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(json_safe(index), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     with atomic_write(output / REPORT_FILE) as tmp:
         tmp.write_text(render_index(index, {name: m for name, m in done}), encoding="utf-8")
     log.info("wrote %s (%s, and a report per style)", output, ", ".join((METRICS_FILE, REPORT_FILE)))
@@ -355,7 +349,7 @@ def _evaluate_style(
     }
     if name is not None:
         metrics["evaluation"]["network_style"] = name
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
 
     output.mkdir(parents=True, exist_ok=True)
     write_contact_sheet(output / SHEET_FILE, records, pictures, inits, sheet_iterations)
@@ -368,3 +362,78 @@ def _evaluate_style(
         log.info("%s", line)
     log.info("wrote %s (%s)", output, ", ".join(REPORT_FILES))
     return metrics
+
+
+def run_video(cfg: DictConfig, output: Path) -> Path:
+    """``video=clip.mp4``: the flicker report (:mod:`.video`) of the model, per frame and with
+    ``temporal=flow``, and of the ``compare`` model if given, into ``output``."""
+    device = resolve_device(cfg.device)
+    frames = cfg.get("frames")
+    frames = None if frames is None else int(frames)
+    start, loss_frames = int(cfg.get("start") or 0), int(cfg.get("loss_frames") or 8)
+    if frames is not None and frames < 2:
+        raise ConfigError(f"frames={frames} must be at least 2 (the warping error compares frame pairs)")
+    if start < 0 or loss_frames < 1:
+        raise ConfigError(f"start={start} must be >= 0 and loss_frames={loss_frames} >= 1")
+    max_size = cfg.get("max_size")
+    max_size = None if max_size is None else int(max_size)
+    flow = dict(cfg.get("flow") or {})
+    video = Path(str(cfg.video))
+    model_path = Path(str(cfg.model))
+    cfg_style = OmegaConf.to_container(cfg.style) if isinstance(cfg.style, DictConfig) else cfg.style
+    models = [(model_path, *load_model_for_evaluation(model_path))]
+    if cfg.get("compare") is not None:
+        models.append((Path(str(cfg.compare)), *load_model_for_evaluation(Path(str(cfg.compare)))))
+    chosen = []
+    for path, _, info in models:
+        selected = select_styles(cfg_style, info, path)
+        if len(selected) > 1:
+            raise ConfigError(
+                f"{path} holds {len(selected)} styles; a video report is for one: pass style=<name> "
+                f"(the network's styles: {', '.join(info.style_names)})"
+            )
+        chosen.append(selected[0])
+    info = models[0][2]
+    style = load_style(cfg_style, info, model_path, model_style=chosen[0][1])
+    loss_cfg = (
+        OmegaConf.to_container(cfg.loss, resolve=True) if isinstance(cfg.loss, DictConfig) else cfg.loss
+    )
+    settings = loss_settings(info, loss_cfg, model_path)
+    loss_fn = build_model_loss(settings, settings["vgg"] != (info.loss.get("vgg") or {}), device)
+    loss_fn.set_style(style.tensors(style.size, device), style.blend_weights)
+
+    methods = []
+    for n, ((_, net, minfo), (name, _)) in enumerate(zip(models, chosen, strict=True)):
+        stylizer = Stylizer(
+            net, info=minfo, device=device, precision=str(cfg.precision), border=int(cfg.border)
+        )
+        prefix = "" if n == 0 else "compare: "
+        methods.append((f"{prefix}per frame", stylizer, None, name))
+        methods.append((f"{prefix}temporal=flow", stylizer, make_temporal("flow", **flow), name))
+    extra = {
+        "command": _command(),
+        "config": OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg),
+        "model": {"path": str(model_path), "sha256": sha256_file(model_path), "style": chosen[0][1]},
+        "versions": _versions(device),
+    }
+    if len(models) > 1:
+        extra["compare"] = {
+            "path": str(models[1][0]),
+            "sha256": sha256_file(models[1][0]),
+            "style": chosen[1][1],
+            "loss": models[1][2].loss,
+        }
+    evaluate_video(
+        video,
+        output,
+        methods,
+        loss_fn,
+        start=start,
+        frames=frames,
+        max_size=max_size,
+        loss_frames=loss_frames,
+        flow_preset=str(flow.get("preset", "medium")),
+        extra=extra,
+    )
+    log.info("wrote %s (%s)", output, ", ".join(VIDEO_REPORT_FILES))
+    return output

@@ -84,6 +84,51 @@ def _even_size(width: int, height: int, max_size: int | None) -> tuple[int, int]
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
+def read_frames(
+    path: str | os.PathLike, *, start: int = 0, count: int | None = None, max_size: int | None = None
+) -> np.ndarray:
+    """Decoded frames ``start`` .. ``start + count`` of a video as ``(T, H, W, 3)`` uint8 RGB, sized
+    as :func:`stylize_video` sizes them (``max_size``: longest side, even dimensions).
+
+    For measuring (``scripts/evaluate.py video=``): the frames are held in memory, so ``count``
+    should stay in the hundreds at 640 px. A missing, unreadable or too short video is a
+    :class:`VideoError` naming the file.
+    """
+    av = import_av()
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    if start < 0 or (count is not None and count < 1):
+        raise ConfigError(f"frames {start}..+{count}: start must be >= 0 and the count >= 1")
+    try:
+        source = av.open(str(path))
+    except Exception as e:  # noqa: BLE001 (FFmpeg errors come in several types)
+        raise VideoError(f"{path}: not a readable video ({first_line(e)})") from None
+    out: list[np.ndarray] = []
+    try:
+        if not source.streams.video:
+            raise VideoError(f"{path}: has no video stream")
+        stream = source.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = _even_size(stream.codec_context.width, stream.codec_context.height, max_size)
+        index = 0
+        for frame in source.decode(stream):
+            if index >= start:
+                out.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                if count is not None and len(out) == count:
+                    break
+            index += 1
+    except av.error.FFmpegError as e:
+        if not out:
+            raise VideoError(f"{path}: cannot decode ({first_line(e)})") from None
+        log.warning("%s: decoding stopped after %d frame(s) (%s)", path, len(out), first_line(e))
+    finally:
+        source.close()
+    if len(out) < 2:
+        raise VideoError(f"{path}: {len(out)} frame(s) from frame {start}; at least 2 are needed")
+    return np.stack(out)
+
+
 def frame_slot(pts: int | None, time_base: Fraction, frame_time: Fraction, last: int) -> int | None:
     """The output slot (in units of ``frame_time``, one frame) of a decoded frame, or None to drop it.
 
