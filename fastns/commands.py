@@ -1,6 +1,6 @@
 """The command line: one Hydra entry point per task, and the ``fastns`` command that dispatches to them.
 
-``fastns train|stylize|optimize|evaluate|export [key=value ...]`` (installed by ``pip install``) and
+``fastns train|stylize|optimize|evaluate|export|app [key=value ...]`` (installed by ``pip install``) and
 ``python scripts/<task>.py [key=value ...]`` (the checkout's thin wrappers) run the same function
 below, with the same configs (``fastns/configs``, shipped inside the package so that an installed
 ``fastns`` needs no checkout), the same checks of the command line and the same one-line errors
@@ -77,11 +77,19 @@ def _export(cfg: DictConfig) -> None:
     run(cfg)
 
 
+def _app(cfg: DictConfig) -> None:
+    """Serve the web app: stylise photos in a browser page (docs/web.md)."""
+    from .app import run
+
+    run(cfg)
+
+
 train = _entry(".", "train", _train)
 stylize = _entry("tools", "stylize", _stylize)
 optimize = _entry(".", "optimize", _optimize)
 evaluate = _entry("tools", "evaluate", _evaluate)
 export = _entry("tools", "export", _export)
+app = _entry("tools", "app", _app)
 
 #: ``fastns <task>``: the task's entry point, in the order ``fastns --help`` lists them.
 TASKS: dict[str, Callable[[], Any]] = {
@@ -90,6 +98,7 @@ TASKS: dict[str, Callable[[], Any]] = {
     "optimize": optimize,
     "evaluate": evaluate,
     "export": export,
+    "app": app,
 }
 
 

@@ -5,6 +5,8 @@
 - ``torchscript``: a scripted module (``torch.jit.load``, or libtorch from C++), no fastns needed.
 - ``onnx``: an ONNX graph for onnxruntime, TensorRT, OpenVINO, browsers... (needs the ``onnx`` and
   ``onnxscript`` packages: ``pip install 'fastns[export]'``).
+- ``web``: a static folder whose page stylises photos in the browser with that ONNX graph
+  (:mod:`fastns.webexport`).
 
 The TorchScript and ONNX files hold :class:`fastns.transformer.PaddedNet`: the network *with* the
 stylizer's reflection border, so they give the same images as ``scripts/stylize.py`` at
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx", "hub": ""}
+FORMATS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx", "hub": "", "web": ""}
 #: Largest output difference from PyTorch that an export may show, on [0, 1] images.
 TOLERANCE = 1e-3
 #: Image sizes the exports are checked on: odd, non-square, not multiples of 4.
@@ -234,7 +236,8 @@ def run(cfg: DictConfig) -> Path:
 
     ``format=null`` takes the format from ``output``'s extension (``.onnx``, ``.pt``/``.ts``,
     ``.safetensors``), else writes the safetensors model file. ``format=hub`` writes a Hugging Face
-    Hub-ready folder (:mod:`fastns.hfhub`).
+    Hub-ready folder (:mod:`fastns.hfhub`); ``format=web`` a static page folder (:mod:`fastns.webexport`,
+    ``cfg.web.runtime``).
     """
     src = resolve_model(cfg.model)  # zoo:<name> and hf:<repo> are fetched (cached) first
     fetched = _fetched_name(str(cfg.model))
@@ -249,8 +252,8 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(f"format={fmt!r} is not supported; use one of {sorted(FORMATS)}")
     if cfg.output:
         output = Path(cfg.output)
-    elif fmt == "hub":
-        output = Path(f"{fetched}_hub") if fetched else src.with_name(f"{src.stem}_hub")
+    elif fmt in ("hub", "web"):
+        output = Path(f"{fetched}_{fmt}") if fetched else src.with_name(f"{src.stem}_{fmt}")
     elif fetched:  # in the working folder, not in a cache: zoo:jcjohnson/candy -> jcjohnson-candy.onnx
         output = Path(fetched + FORMATS[fmt])
     else:
@@ -259,7 +262,7 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(
             f"model={src}: format=safetensors turns a training checkpoint (.ckpt), a pytorch/examples "
             "network (.pth) or a jcjohnson/fast-neural-style network (.t7) into a model file; for a model "
-            "file use format=onnx, torchscript or hub"
+            "file use format=onnx, torchscript, hub or web"
         )
     if output.resolve() == src.resolve():
         raise ConfigError(f"output={output} is the input file; refusing to overwrite it")
@@ -275,6 +278,11 @@ def run(cfg: DictConfig) -> Path:
         )
     elif fmt == "hub":
         path = write_folder(net, info, output, report=cfg.get("report"))
+    elif fmt == "web":
+        from .webexport import write_web  # imports this module
+
+        runtime = (cfg.get("web") or {}).get("runtime")
+        path = write_web(net, info, output, border=border, runtime=runtime, verify=bool(cfg.verify))
     else:
         exporter = export_onnx if fmt == "onnx" else export_torchscript
         path = exporter(net, info, output, border=border, verify=bool(cfg.verify))

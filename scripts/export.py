@@ -4,6 +4,7 @@
 python scripts/export.py model=outputs/.../checkpoints/last.ckpt output=model.safetensors
 python scripts/export.py model=runs/starry/model.safetensors format=onnx output=starry.onnx
 python scripts/export.py model=runs/starry/model.safetensors format=torchscript output=starry.pt
+python scripts/export.py model=runs/starry/model.safetensors format=web output=site/starry/   # docs/web.md
 """
 
 from fastns.commands import export

@@ -30,7 +30,7 @@ def test_help_lists_every_task(monkeypatch, capsys):
     out = capsys.readouterr().out
     for name in ("train", "stylize", "optimize", "evaluate", "export"):
         assert f"  {name} " in out
-    assert set(TASKS) == {"train", "stylize", "optimize", "evaluate", "export"}
+    assert set(TASKS) == {"train", "stylize", "optimize", "evaluate", "export", "app"}
 
 
 def test_no_task_prints_the_usage_and_fails(monkeypatch, capsys):
