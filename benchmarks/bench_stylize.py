@@ -5,6 +5,7 @@
     python benchmarks/bench_stylize.py --quick                 # a smoke run: small sizes, few repeats
     python benchmarks/bench_stylize.py --variants opt compile bf16 --sizes 1024
     python benchmarks/bench_stylize.py --device cuda --video 240   # + a 1080p clip end to end
+    python benchmarks/bench_stylize.py --num-styles 1 4 --sizes 512 --variants opt   # N-style networks' cost
 
 For every device, network width and image size, the table has one row per path:
 
@@ -20,7 +21,8 @@ For every device, network width and image size, the table has one row per path:
 All paths use the same random weights (speed does not depend on them) and the same input; the
 ``max |Δ|`` column is the largest difference from ``plain`` on [0, 1] outputs (8-bit levels: x255).
 Times are medians of ``--repeats`` calls after warm-up; fps counts one image per call.
-``--video N`` adds one end-to-end row: a synthetic N-frame 1920x1080 H.264 clip with AAC audio
+``--num-styles 1 4`` runs each network as a single-style one and as one of 4 styles (conditional
+instance norm, the first style selected), side by side. ``--video N`` adds one end-to-end row: a synthetic N-frame 1920x1080 H.264 clip with AAC audio
 through ``fastns.stylize.stylize_video`` (decode, network, encode, mux), full-width network.
 """
 
@@ -70,7 +72,16 @@ def timeit(fn: Callable[[], object], device: torch.device, repeats: int, warmup:
 
 def plain_forward(net: TransformerNet, x: torch.Tensor, border: int) -> torch.Tensor:
     with torch.no_grad():
-        y = net(F.pad(x, (border,) * 4, mode="reflect"))
+        padded = F.pad(x, (border,) * 4, mode="reflect")
+        if net.num_styles == 1:
+            y = net(padded)
+        else:  # the first style, as the stylizer's default
+            y = net(
+                padded,
+                style=F.one_hot(torch.zeros(x.shape[0], dtype=torch.long), net.num_styles)
+                .float()
+                .to(x.device),
+            )
     return y[..., border : border + x.shape[-2], border : border + x.shape[-1]]
 
 
@@ -119,6 +130,9 @@ def main() -> None:
         "--device", nargs="+", default=["cpu", "cuda"], help="devices to measure (absent ones are skipped)"
     )
     p.add_argument("--networks", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
+    p.add_argument(
+        "--num-styles", nargs="+", type=int, default=[1], help="styles per network (1 = single-style)"
+    )
     p.add_argument("--sizes", nargs="+", default=None, help=f"N (square) or WxH (default: {' '.join(SIZES)})")
     p.add_argument(
         "--variants", nargs="+", default=["opt", "fp32"], choices=["opt", "fp32", "compile", "bf16"]
@@ -151,9 +165,10 @@ def main() -> None:
     for device in devices:
         repeats = args.repeats or (5 if device.type == "cuda" else 3)
         warmup = 3 if device.type == "cuda" else 1
-        for name in args.networks:
+        for width_name, num_styles in [(n, k) for n in args.networks for k in args.num_styles]:
+            name = width_name if num_styles == 1 else f"{width_name}, {num_styles} styles"
             torch.manual_seed(0)
-            net = TransformerNet(width=WIDTHS[name]).eval()
+            net = TransformerNet(width=WIDTHS[width_name], num_styles=num_styles).eval()
             plain_net = copy.deepcopy(net).to(device)
             paths: dict[str, Stylizer] = {}
             compile_seconds: dict[str, float] = {}
