@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from PIL import Image
 from .errors import ConfigError, DownloadError, FastnsError, ModelFileError, first_line
 from .modelfile import FORMAT, FORMAT_VERSION, ModelInfo, save_model
 from .transformer import TransformerNet
+from .utils import atomic_folder
 
 #: ``model=`` values that name a Hugging Face Hub repository start with this.
 PREFIX = "hf:"
@@ -96,14 +95,8 @@ def write_folder(
         ConfigError: ``output`` exists and is not an empty folder, or ``report`` has no metrics.json.
     """
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ConfigError(
-            f"output={output} exists and is not an empty folder; choose a new folder for format=hub"
-        )
     metrics = _read_metrics(report) if report else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_folder(output, "format=hub") as tmp:
         save_model(
             tmp / MODEL_FILE,
             net,
@@ -118,12 +111,6 @@ def write_folder(
         has_style = _write_style_image(info, tmp / STYLE_FILE)
         _write_sample(net, info, tmp / SAMPLE_FILE)
         (tmp / CARD_FILE).write_text(model_card(info, has_style=has_style, metrics=metrics))
-        if output.exists():
-            output.rmdir()  # empty, checked above
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,32 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it becomes ``path``, all or nothing.
+
+    ``path`` must be new or an empty folder (else a one-line :class:`ConfigError` naming it and
+    ``what`` is written there, e.g. ``format=hub``). On any error or interruption the temporary
+    folder is removed and nothing appears under ``path``.
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(f"output={path} exists and is not an empty folder; choose a new folder for {what}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; e.g. a web server's user must read it
+        if path.exists():
+            path.rmdir()  # empty, checked above
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def cpu_name() -> str:

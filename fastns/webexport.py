@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
 from .export import export_onnx
 from .modelfile import ModelInfo
 from .transformer import TransformerNet
+from .utils import atomic_folder
 
 #: The onnxruntime-web release the page is written for (the CDN link, and the tests' vendored copy).
 ORT_VERSION = "1.30.0"
@@ -89,14 +89,8 @@ def write_web(
         ConfigError: ``output`` exists and is not an empty folder, or ``runtime`` has no runtime.
     """
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ConfigError(
-            f"output={output} exists and is not an empty folder; choose a new folder for format=web"
-        )
     ort_dir = find_runtime(runtime) if runtime is not None else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_folder(output, "format=web") as tmp:
         export_onnx(net, info, tmp / "model.onnx", border=border, verify=verify)
         name = (
             str(info.style.get("name") or "style") if info.num_styles == 1 else " + ".join(info.style_names)
@@ -117,17 +111,4 @@ def write_web(
             (tmp / "ort").mkdir()
             for file in ORT_FILES:
                 shutil.copyfile(ort_dir / file, tmp / "ort" / file)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a web server's user must read it
-        if output.exists():
-            output.rmdir()  # empty, checked above
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
