@@ -3,13 +3,16 @@
 
     python benchmarks/bench_train.py                     # CPU (or the GPU when there is one), 128 and 256 px
     python benchmarks/bench_train.py --sizes 256 --steps 20 --precision bf16-mixed   # GPU or AMX CPU
+    python benchmarks/bench_train.py --sizes 128 --precision bf16-mixed --temporal-weight 30   # + the temporal loss
 
 The reference is the step written the straightforward way (as pytorch/examples' fast_neural_style
 does): transformer forward, two full VGG16 passes up to relu4_3 (stylised output and content),
 the Gram matrix of every style layer, default Adam, NCHW tensors. The fastns step is
 ``StyleTransferModule.training_step`` as ``scripts/train.py`` runs it. Both start from the same
 weights and batch; the table reports both loss values so that "equal loss" can be checked, the
-median seconds per step, steps/s and the speed-up ratio.
+median seconds per step, steps/s and the speed-up ratio. ``--temporal-weight W`` adds a column: the
+fastns step with ``loss.temporal_weight=W`` (a second, moved copy of the batch through the network),
+timed in the same cell.
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ def main() -> None:
         help="VGG16 weights (default: ../shared's offline VGG16 if present, else random)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--temporal-weight", type=float, default=0.0, help="also time the step with the temporal loss"
+    )
     args = p.parse_args()
     device = resolve_device(args.device)
     shared_vgg = SHARED / "weights" / "vgg16_hed_features.pth"
@@ -139,6 +145,16 @@ def main() -> None:
     )
     module.to(device)
     module.prepare_for_training()  # what on_fit_start does in scripts/train.py
+    stable = None
+    if args.temporal_weight > 0:
+        stable = StyleTransferModule(
+            model={"width": args.width},
+            loss={**loss_cfg, "temporal_weight": args.temporal_weight},
+            style=style_cfg,
+            image_size=256,
+            optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+        ).to(device)
+        stable.prepare_for_training()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision.startswith("bf16"))
 
     ref_net = copy.deepcopy(module.net).to(memory_format=torch.contiguous_format)
@@ -153,11 +169,12 @@ def main() -> None:
     print(
         f"batch {args.batch}, width {args.width}, VGG16 weights: {Path(weights).name}, fastns precision {args.precision}\n"
     )
+    temporal_head = f" fastns + temporal ({args.temporal_weight:g}) s/step |" if stable is not None else ""
     print(
         "| size | reference s/step | fastns s/step | reference steps/s | fastns steps/s | speed-up "
-        f"| loss ref / fastns, first step | after {args.steps + 2} steps |"
+        f"| loss ref / fastns, first step | after {args.steps + 2} steps |{temporal_head}"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if stable is not None else ""))
     for size in args.sizes:
         gen = torch.Generator().manual_seed(size)
         x = torch.rand(args.batch, 3, size, size, generator=gen).to(device)
@@ -183,9 +200,24 @@ def main() -> None:
             lambda x=x, o=ref_opt: reference_step(ref_net, ref_vgg, ref_grams, lw, x, o), args.steps, device
         )
         t_ours, ours_n = median_time(ours, args.steps, device)
+        extra = ""
+        if stable is not None:
+            stable.net.load_state_dict(module.net.state_dict())
+            stable_opt = stable.configure_optimizers()
+
+            def with_temporal(x=x, opt=stable_opt):
+                opt.zero_grad(set_to_none=True)
+                with autocast:
+                    loss = stable.compute_loss(x)["total"]
+                loss.backward()
+                opt.step()
+                return float(loss.detach())
+
+            t_stable, _ = median_time(with_temporal, args.steps, device)
+            extra = f" {t_stable:.3f} ({t_stable / t_ours:.2f}x the fastns step) |"
         print(
             f"| {size} | {t_ref:.3f} | {t_ours:.3f} | {1 / t_ref:.2f} | {1 / t_ours:.2f} | {t_ref / t_ours:.2f}x | "
-            f"{ref0:.4g} / {ours0:.4g} | {ref_n:.4g} / {ours_n:.4g} |",
+            f"{ref0:.4g} / {ours0:.4g} | {ref_n:.4g} / {ours_n:.4g} |{extra}",
             flush=True,
         )
     print(f"\ncommand: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())

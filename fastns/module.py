@@ -307,7 +307,7 @@ class StyleTransferModule(pl.LightningModule):
             out = net(inputs)
         else:
             out = net(inputs, style=self.one_hot(self.trained[style], inputs.shape[0], inputs.device))
-        stylised = out[:batch]
+        stylised = out[:batch] if temporal else out
         m = int(self.hparams.get("loss_margin") or 0)
         if m:
             terms = loss(stylised[..., m:-m, m:-m], content[..., m:-m, m:-m])
