@@ -186,10 +186,10 @@ def main() -> None:
             ours0 = float(module.compute_loss(x)["total"])
         ref0 = _reference_total(ref_net, ref_vgg, ref_grams, lw, x)
 
-        def ours(x=x, opt=opt):
+        def fastns_step(mod: StyleTransferModule, opt: torch.optim.Optimizer, x: torch.Tensor = x) -> float:
             opt.zero_grad(set_to_none=True)
             with autocast:
-                loss = module.compute_loss(x)["total"]
+                loss = mod.compute_loss(x)["total"]
             loss.backward()
             opt.step()
             return float(loss.detach())
@@ -199,21 +199,12 @@ def main() -> None:
         t_ref, ref_n = median_time(
             lambda x=x, o=ref_opt: reference_step(ref_net, ref_vgg, ref_grams, lw, x, o), args.steps, device
         )
-        t_ours, ours_n = median_time(ours, args.steps, device)
+        t_ours, ours_n = median_time(lambda o=opt: fastns_step(module, o), args.steps, device)
         extra = ""
         if stable is not None:
             stable.net.load_state_dict(module.net.state_dict())
             stable_opt = stable.configure_optimizers()
-
-            def with_temporal(x=x, opt=stable_opt):
-                opt.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = stable.compute_loss(x)["total"]
-                loss.backward()
-                opt.step()
-                return float(loss.detach())
-
-            t_stable, _ = median_time(with_temporal, args.steps, device)
+            t_stable, _ = median_time(lambda o=stable_opt: fastns_step(stable, o), args.steps, device)
             extra = f" {t_stable:.3f} ({t_stable / t_ours:.2f}x the fastns step) |"
         print(
             f"| {size} | {t_ref:.3f} | {t_ours:.3f} | {1 / t_ref:.2f} | {1 / t_ours:.2f} | {t_ref / t_ours:.2f}x | "
