@@ -2,9 +2,10 @@
 
 Several styles in one network (``styles=[...]``; Dumoulin, Shlens & Kudlur 2017): each style has its
 own :class:`PerceptualLoss` (its Gram targets computed once), all sharing the one VGG; each training
-step draws one style for the whole batch (seeded by the seed, the rank and the step, so a resumed
-run draws what the uninterrupted one would) and trains the network on it with that style's one-hot
-weights. Validation measures every style. Adding styles to a trained network (``init_from`` +
+step draws one style for the whole batch (``style_sampling=batch``, as Dumoulin et al.) or one per
+photo (``image``), seeded by the seed, the rank and the step so that a resumed run draws what the
+uninterrupted one would, and trains the network with those styles' one-hot weights. Validation
+measures every style. Adding styles to a trained network (``init_from`` +
 ``styles``) trains only the new styles' γ, β (``train_only=norms``): the others stay bit-identical.
 """
 
@@ -74,6 +75,8 @@ class StyleTransferModule(pl.LightningModule):
             ``init_from`` and ``styles`` add styles, whose existing styles then stay bit-identical);
             ``"all"`` (the default otherwise): every parameter.
         seed: seeds the per-step draw of the style (several styles).
+        style_sampling: ``"batch"``: each step trains the whole batch on one style drawn at random;
+            ``"image"``: each photo of the batch gets its own style (several styles).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class StyleTransferModule(pl.LightningModule):
         styles: list[dict[str, Any]] | None = None,
         train_only: str | None = None,
         seed: int = 0,
+        style_sampling: str = "batch",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
@@ -117,6 +121,8 @@ class StyleTransferModule(pl.LightningModule):
                 "train_only=all with init_from adding styles would change the network's existing styles, "
                 "whose style images this run does not train on; use train_only=norms (the default)"
             )
+        if style_sampling not in ("batch", "image"):
+            raise ConfigError(f"style_sampling={style_sampling!r} must be batch or image")
         self.net = TransformerNet(**model)
         if init_from:
             load_initial_weights(self.net, init_from)
@@ -269,32 +275,77 @@ class StyleTransferModule(pl.LightningModule):
         compiled = getattr(self, "_style_loss_steps", None)
         return compiled[k - 1] if compiled else self.style_losses[k - 1]
 
-    def draw_style(self, step: int | None = None) -> int:
-        """The trained style that step ``step`` (default: this one) trains on: uniform, seeded by
-        (seed, rank, step), so that a resumed run draws what the uninterrupted one would; 0 for one style."""
+    def draw_styles(self, batch: int, step: int | None = None) -> list[int]:
+        """The trained style of each of the ``batch`` photos of step ``step`` (default: this one):
+        uniform, one for the batch or one per photo (``style_sampling``), seeded by (seed, rank,
+        step), so that a resumed run draws what the uninterrupted one would; all 0 for one style."""
         if len(self.styles) == 1:
-            return 0
+            return [0] * batch
         step = self.global_step if step is None else step
-        seed = [int(self.hparams.get("seed") or 0), int(self.global_rank), int(step)]
-        return int(np.random.default_rng(seed).integers(len(self.styles)))
+        rng = np.random.default_rng([int(self.hparams.get("seed") or 0), int(self.global_rank), int(step)])
+        if self.hparams.get("style_sampling", "batch") == "image":
+            return [int(k) for k in rng.integers(len(self.styles), size=batch)]
+        return [int(rng.integers(len(self.styles)))] * batch
 
-    def one_hot(self, index: int, batch: int, device: torch.device) -> torch.Tensor:
-        """Style weights (B, N) selecting the network's style ``index``."""
-        return F.one_hot(torch.full((batch,), index, device=device), self.net.num_styles).float()
+    def one_hot(self, index: int | list[int], batch: int, device: torch.device) -> torch.Tensor:
+        """Style weights (B, N) selecting the network's style ``index`` (one, or one per image)."""
+        indices = (
+            torch.tensor(index, device=device)
+            if isinstance(index, list)
+            else torch.full((batch,), index, device=device)
+        )
+        return F.one_hot(indices, self.net.num_styles).float()
+
+    def _loss_per_style(
+        self, stylised: torch.Tensor, content: torch.Tensor, styles: list[int]
+    ) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+        """The loss terms of a batch whose photos have the trained styles ``styles``, and each
+        style's own terms: each style's loss on its photos, weighted by their share of the batch
+        (every term is a mean over the batch, so this is the per-photo mean)."""
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(styles):
+            groups.setdefault(k, []).append(i)
+        m = int(self.hparams.get("loss_margin") or 0)
+        if m:
+            stylised, content = stylised[..., m:-m, m:-m], content[..., m:-m, m:-m]
+        per_style = {}
+        for k, rows in groups.items():
+            if len(rows) == len(styles):
+                per_style[k] = self.style_loss_fn(k)(stylised, content)
+            else:
+                index = torch.tensor(rows, device=stylised.device)
+                per_style[k] = self.style_loss_fn(k)(
+                    stylised.index_select(0, index), content.index_select(0, index)
+                )
+        if len(per_style) == 1:
+            return next(iter(per_style.values())), per_style
+        share = {k: len(rows) / len(styles) for k, rows in groups.items()}
+        names = next(iter(per_style.values())).keys()
+        terms = {name: sum(share[k] * t[name] for k, t in per_style.items()) for name in names}
+        return terms, per_style
 
     def stylise_and_loss(
-        self, content: torch.Tensor, style: int = 0, generator: torch.Generator | None = None
+        self, content: torch.Tensor, style: int | list[int] = 0, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The network's stylisation of ``content`` (B, 3, H, W) in [0, 1] and its loss terms.
 
-        ``style``: which trained style (an index into ``styles``; several styles only).
+        ``style``: which trained style (an index into ``styles``; several styles only), for the
+        whole batch or a list of one per photo.
         With ``loss.temporal_weight`` > 0 the terms include ``temporal``
         (:func:`fastns.losses.temporal_loss`): each photo is also moved by a random small motion
         (:mod:`fastns.motion`; ``generator`` seeds it), stylised in the same batch, and compared
         with the moved stylisation over the pixels the motion keeps in the frame.
         """
+        stylised, terms, _ = self._stylise_and_loss(content, style, generator)
+        return stylised, terms
+
+    def _stylise_and_loss(
+        self, content: torch.Tensor, style: int | list[int] = 0, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+        """:meth:`stylise_and_loss`, and each style's own terms."""
         temporal = self.loss_fn.temporal_weight > 0
         batch = content.shape[0]
+        styles = list(style) if isinstance(style, (list, tuple)) else [int(style)] * batch
         inputs = content
         if temporal:
             moved, flow, valid = moved_frame(content, self.loss_fn.motion, generator)
@@ -302,25 +353,21 @@ class StyleTransferModule(pl.LightningModule):
         if self.hparams.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         net = getattr(self, "_net_step", self.net)
-        loss = self.style_loss_fn(style)
         if self.net.num_styles == 1:
             out = net(inputs)
         else:
-            out = net(inputs, style=self.one_hot(self.trained[style], inputs.shape[0], inputs.device))
+            indices = [self.trained[k] for k in styles] * (2 if temporal else 1)
+            out = net(inputs, style=self.one_hot(indices, inputs.shape[0], inputs.device))
         stylised = out[:batch] if temporal else out
-        m = int(self.hparams.get("loss_margin") or 0)
-        if m:
-            terms = loss(stylised[..., m:-m, m:-m], content[..., m:-m, m:-m])
-        else:
-            terms = loss(stylised, content)
+        terms, per_style = self._loss_per_style(stylised, content, styles)
         if temporal:
             # Not detached: both stylisations move toward each other.
             moved_stylised = warp(stylised, flow)
             t = self.loss_fn.temporal_weight * temporal_loss(out[batch:], moved_stylised, valid)
             terms = {**terms, "temporal": t, "total": terms["total"] + t}
-        return stylised, terms
+        return stylised, terms, per_style
 
-    def compute_loss(self, content: torch.Tensor, style: int = 0) -> dict[str, torch.Tensor]:
+    def compute_loss(self, content: torch.Tensor, style: int | list[int] = 0) -> dict[str, torch.Tensor]:
         """The loss terms of the network's stylisation of ``content`` (what training minimises)."""
         return self.stylise_and_loss(content, style)[1]
 
@@ -394,8 +441,8 @@ class StyleTransferModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         content = batch["image"]  # (B, 3, S, S) in [0, 1]
-        k = self.draw_style()
-        terms = self.compute_loss(content, k)
+        styles = self.draw_styles(content.shape[0])
+        _, terms, per_style = self._stylise_and_loss(content, styles)
         objective = self.training_objective(terms)
         bad = ~torch.isfinite(terms["total"].detach())  # stays on the device
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
@@ -413,15 +460,16 @@ class StyleTransferModule(pl.LightningModule):
                 prog_bar=name in ("total", "content", "style"),
                 batch_size=content.shape[0],
             )
-        if len(self.styles) > 1:  # this step's style, under its name
-            for name in ("total", "content", "style"):
-                self.log(
-                    f"train/loss/per_style/{self.styles[k].name}/{name}",
-                    terms[name],
-                    on_step=True,
-                    on_epoch=False,
-                    batch_size=content.shape[0],
-                )
+        if len(self.styles) > 1:  # this step's styles, under their names
+            for k, style_terms in per_style.items():
+                for name in ("total", "content", "style"):
+                    self.log(
+                        f"train/loss/per_style/{self.styles[k].name}/{name}",
+                        style_terms[name],
+                        on_step=True,
+                        on_epoch=False,
+                        batch_size=content.shape[0],
+                    )
         self.log(
             "train/skipped_files",
             self._skipped_on(content.device),

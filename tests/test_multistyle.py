@@ -221,10 +221,50 @@ def test_two_styles_train_together_and_differ(tmp_path, photos):  # noqa: F811
     preview = ea.Images("preview")[-1]
     assert preview.height > 1.4 * preview.width  # 3 rows (photos, stripes, waves) of 2 previews
 
-    # The styles are drawn per step from (seed, rank, step): a resumed run draws the same ones.
-    _, module, _, _ = build(compose("train", [*overrides, f"styles=[{a},{b}]"]), run_dir)
-    draws = [module.draw_style(step) for step in range(12)]
-    assert set(draws) == {0, 1} and draws == [module.draw_style(step) for step in range(12)]
+
+@pytest.mark.parametrize("sampling", ["batch", "image"])
+def test_styles_are_drawn_per_batch_or_per_image_and_a_resumed_run_draws_the_same(tmp_path, photos, sampling):  # noqa: F811
+    a, b = style_images(tmp_path)
+    overrides = [o for o in tiny(photos, a, tmp_path / "run") if not o.startswith("style.image")]
+    cfg = compose("train", [*overrides, f"styles=[{a},{b}]", f"style_sampling={sampling}"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    draws = [module.draw_styles(4, step) for step in range(12)]
+    assert draws == [module.draw_styles(4, step) for step in range(12)]  # from (seed, rank, step) only
+    assert {k for d in draws for k in d} == {0, 1}
+    mixed = [d for d in draws if len(set(d)) > 1]
+    assert (not mixed) if sampling == "batch" else mixed
+
+
+def test_a_batch_of_mixed_styles_has_the_mean_of_each_photos_own_style_loss(tmp_path, photos):  # noqa: F811
+    a, b = style_images(tmp_path)
+    overrides = [o for o in tiny(photos, a, tmp_path / "run") if not o.startswith("style.image")]
+    _, module, _, _ = build(
+        compose("train", [*overrides, f"styles=[{a},{b}]", "style_sampling=image"]), tmp_path
+    )
+    torch.manual_seed(0)
+    content = torch.rand(4, 3, 48, 48)
+    styles = [0, 1, 1, 0]
+    with torch.no_grad():
+        stylised, terms = module.stylise_and_loss(content, styles)
+        alone = [module.stylise_and_loss(content[i : i + 1], k) for i, k in enumerate(styles)]
+    for i, (image, _) in enumerate(alone):  # each photo in its own style
+        torch.testing.assert_close(stylised[i : i + 1], image, atol=1e-5, rtol=1e-4)
+    # Style and TV are per-photo means. (The normalised content term divides by its targets' mean
+    # square over the photos of one style, a batch statistic, so it is not a per-photo mean.)
+    for name in ("style", "tv"):
+        expected = sum(t[name] for _, t in alone) / len(alone)
+        torch.testing.assert_close(terms[name], expected, rtol=1e-4, atol=1e-6)
+    parts = terms["content"] + terms["style"] + terms["tv"] + terms.get("grid", 0)
+    torch.testing.assert_close(terms["total"], parts)
+    with torch.no_grad():  # and the two styles' losses differ, so the test could fail
+        assert abs(float(alone[0][1]["style"] - module.stylise_and_loss(content[:1], 1)[1]["style"])) > 1e-3
+
+
+def test_an_unknown_style_sampling_is_a_config_error(tmp_path, photos):  # noqa: F811
+    a, b = style_images(tmp_path)
+    overrides = [o for o in tiny(photos, a, tmp_path / "run") if not o.startswith("style.image")]
+    with pytest.raises(ConfigError, match="style_sampling='photo' must be batch or image"):
+        build(compose("train", [*overrides, f"styles=[{a},{b}]", "style_sampling=photo"]), tmp_path)
 
 
 @pytest.mark.integration
