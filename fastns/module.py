@@ -58,8 +58,8 @@ class StyleTransferModule(pl.LightningModule):
         optimizer: a Hydra ``_partial_`` config of a torch optimiser (Adam, lr 1e-3 in the paper).
         scheduler: optional Hydra ``_partial_`` config of a torch LR scheduler, stepped every step.
         max_previews: number of validation images in the TensorBoard preview grid.
-        channels_last: run the network and VGG in channels-last memory layout (faster convolutions
-            with oneDNN on CPUs and tensor cores on GPUs; the same numbers).
+        channels_last: run the loss's VGG in channels-last memory layout (faster convolutions with
+            oneDNN on CPUs and tensor cores on GPUs; the same numbers). The network stays NCHW.
         compile: ``torch.compile`` the network and the loss (slow start, faster steps).
         style_warmup: steps over which the style weight rises linearly from 0 to β, so that the
             network first learns to pass the photo through (content loss only) and then to paint it.
@@ -232,10 +232,15 @@ class StyleTransferModule(pl.LightningModule):
         return self.net(images)
 
     def prepare_for_training(self) -> None:
-        """Memory layout and compilation; called once the module is on its device."""
+        """Memory layout, Gram precision and compilation; called once the module is on its device."""
+        # The VGG runs channels-last; the network stays NCHW. Its instance norms (a batch norm of
+        # an NCHW view) would copy every activation out of channels-last and back: on a CPU that
+        # costs more than channels-last convolutions gain (benchmarks/bench_train.py), and on CUDA
+        # the network is faster in NCHW anyway (benchmarks/README_stylize.md).
         if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
             self.loss_fn.encoder.to(memory_format=torch.channels_last)
+        for loss in (self.loss_fn, *self.style_losses):
+            loss.low_precision_grams = True
         if self.hparams.compile and not getattr(self, "_compiled", False):
             # Plain attributes (not submodules): checkpoints keep the uncompiled names.
             object.__setattr__(self, "_net_step", torch.compile(self.net))
@@ -350,8 +355,6 @@ class StyleTransferModule(pl.LightningModule):
         if temporal:
             moved, flow, valid = moved_frame(content, self.loss_fn.motion, generator)
             inputs = torch.cat([content, moved])
-        if self.hparams.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
         net = getattr(self, "_net_step", self.net)
         if self.net.num_styles == 1:
             out = net(inputs)

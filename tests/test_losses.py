@@ -34,6 +34,19 @@ def test_gram_matrix_stays_float32_under_autocast():
     assert g.dtype == torch.float32
 
 
+def test_low_precision_grams_round_only_the_result():
+    # Training's Grams: the bf16 product accumulates in float32, so only the (C, C) result is
+    # rounded; a product accumulated in bf16 over 1024 positions would be far off.
+    torch.manual_seed(0)
+    f = torch.rand(2, 16, 32, 32).bfloat16()
+    exact = gram_matrix(f.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = gram_matrix(f, low_precision=True)
+        assert gram_matrix(f).dtype == torch.float32
+    assert fast.dtype == torch.float32
+    assert ((fast - exact).abs() / exact.abs()).max() < 2**-8
+
+
 def test_term_functions_are_zero_exactly_when_they_should_be():
     a, b = torch.rand(2, 8, 6, 6), torch.rand(2, 8, 6, 6)
     assert content_loss(a, a) == 0 and content_loss(a, b) > 0
