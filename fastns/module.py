@@ -2,8 +2,8 @@
 
 Several styles in one network (``styles=[...]``; Dumoulin, Shlens & Kudlur 2017): each style has its
 own :class:`PerceptualLoss` (its Gram targets computed once), all sharing the one VGG; each training
-step draws one style for the whole batch (``style_sampling=batch``, as Dumoulin et al.) or one per
-photo (``image``), seeded by the seed, the rank and the step so that a resumed run draws what the
+step draws a style per photo (``style_sampling=image``) or one for the whole batch (``batch``, as
+Dumoulin et al.), seeded by the seed, the rank and the step so that a resumed run draws what the
 uninterrupted one would, and trains the network with those styles' one-hot weights. Validation
 measures every style. Adding styles to a trained network (``init_from`` +
 ``styles``) trains only the new styles' γ, β (``train_only=norms``): the others stay bit-identical.
@@ -75,8 +75,8 @@ class StyleTransferModule(pl.LightningModule):
             ``init_from`` and ``styles`` add styles, whose existing styles then stay bit-identical);
             ``"all"`` (the default otherwise): every parameter.
         seed: seeds the per-step draw of the style (several styles).
-        style_sampling: ``"batch"``: each step trains the whole batch on one style drawn at random;
-            ``"image"``: each photo of the batch gets its own style (several styles).
+        style_sampling: ``"image"``: each photo of the batch gets its own style drawn at random;
+            ``"batch"``: each step trains the whole batch on one (several styles).
     """
 
     def __init__(
@@ -96,7 +96,7 @@ class StyleTransferModule(pl.LightningModule):
         styles: list[dict[str, Any]] | None = None,
         train_only: str | None = None,
         seed: int = 0,
-        style_sampling: str = "batch",
+        style_sampling: str = "image",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
@@ -288,7 +288,7 @@ class StyleTransferModule(pl.LightningModule):
             return [0] * batch
         step = self.global_step if step is None else step
         rng = np.random.default_rng([int(self.hparams.get("seed") or 0), int(self.global_rank), int(step)])
-        if self.hparams.get("style_sampling", "batch") == "image":
+        if self.hparams.get("style_sampling", "image") == "image":
             return [int(k) for k in rng.integers(len(self.styles), size=batch)]
         return [int(rng.integers(len(self.styles)))] * batch
 

@@ -209,7 +209,7 @@ def build(
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
         seed=int(cfg.seed),
-        style_sampling=str(cfg.get("style_sampling") or "batch"),
+        style_sampling=str(cfg.get("style_sampling") or "image"),
     )
     ckpt_dir = run_dir / "checkpoints"
     stopper = GracefulStop(ckpt_dir)
