@@ -306,7 +306,8 @@ class StyleTransferModule(pl.LightningModule):
     ) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
         """The loss terms of a batch whose photos have the trained styles ``styles``, and each
         style's own terms: each style's loss on its photos, weighted by their share of the batch
-        (every term is a mean over the batch, so this is the per-photo mean)."""
+        (style and TV terms are means over the photos, so these are per-photo means; the normalised
+        content term divides by a statistic of each style's photos)."""
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(styles):
             groups.setdefault(k, []).append(i)
