@@ -68,6 +68,11 @@ class StyleTransferModule(pl.LightningModule):
         loss_margin: pixels at each edge of the network's output left out of the loss (training
             and validation), so that the network cannot score by painting the frame of the crop;
             users get the frame cropped away by the stylizer's reflection border anyway.
+        loss_jitter: in training, place each photo's loss window (the output less ``loss_margin``
+            on each side) at a random offset of up to ``2 * loss_margin`` px instead of the centre,
+            drawn per photo and step. With a fixed window the network learns to fit that window
+            and VGG's pooling grid (its loss doubles when the window moves by 4 px), which no
+            user's image has; validation keeps the centred window.
         styles: several styles in one network: one ``style`` config each
             (:func:`fastns.style.resolve_styles`); ``style`` is then not used. With ``init_from``,
             the styles added to that network's.
@@ -93,6 +98,7 @@ class StyleTransferModule(pl.LightningModule):
         style_warmup: int = 0,
         init_from: str | None = None,
         loss_margin: int = 0,
+        loss_jitter: bool = False,
         styles: list[dict[str, Any]] | None = None,
         train_only: str | None = None,
         seed: int = 0,
@@ -292,6 +298,36 @@ class StyleTransferModule(pl.LightningModule):
             return [int(k) for k in rng.integers(len(self.styles), size=batch)]
         return [int(rng.integers(len(self.styles)))] * batch
 
+    def window_offsets(self, batch: int, step: int | None = None) -> list[tuple[int, int]]:
+        """Each photo's (top, left) loss-window offset at step ``step`` (default: this one): the
+        centre (``loss_margin``, ``loss_margin``) unless ``loss_jitter`` in training, then uniform
+        in [0, 2 * loss_margin] on each axis, seeded by (seed, rank, step) as the styles are."""
+        m = int(self.hparams.get("loss_margin") or 0)
+        if not (m and self.hparams.get("loss_jitter") and self.training):
+            return [(m, m)] * batch
+        step = self.global_step if step is None else step
+        # A stream of its own (the trailing 1), so the styles drawn are the same with or without jitter.
+        rng = np.random.default_rng([int(self.hparams.get("seed") or 0), int(self.global_rank), int(step), 1])
+        return [(int(y), int(x)) for y, x in rng.integers(0, 2 * m + 1, size=(batch, 2))]
+
+    def loss_window(self, stylised: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parts of the stylised and the content images that the loss sees: each less
+        ``loss_margin`` px per side, at :meth:`window_offsets`."""
+        m = int(self.hparams.get("loss_margin") or 0)
+        if not m:
+            return stylised, content
+        offsets = self.window_offsets(stylised.shape[0])
+        h, w = stylised.shape[-2] - 2 * m, stylised.shape[-1] - 2 * m
+        if all(o == (m, m) for o in offsets):
+            return stylised[..., m : m + h, m : m + w], content[..., m : m + h, m : m + w]
+
+        def pick(images: torch.Tensor) -> torch.Tensor:
+            return torch.stack(
+                [im[:, y : y + h, x : x + w] for im, (y, x) in zip(images, offsets, strict=True)]
+            )
+
+        return pick(stylised), pick(content)
+
     def one_hot(self, index: int | list[int], batch: int, device: torch.device) -> torch.Tensor:
         """Style weights (B, N) selecting the network's style ``index`` (one, or one per image)."""
         indices = (
@@ -311,9 +347,7 @@ class StyleTransferModule(pl.LightningModule):
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(styles):
             groups.setdefault(k, []).append(i)
-        m = int(self.hparams.get("loss_margin") or 0)
-        if m:
-            stylised, content = stylised[..., m:-m, m:-m], content[..., m:-m, m:-m]
+        stylised, content = self.loss_window(stylised, content)
         per_style = {}
         for k, rows in groups.items():
             if len(rows) == len(styles):

@@ -206,6 +206,7 @@ def build(
         style_warmup=int(cfg.get("style_warmup") or 0),
         init_from=cfg.get("init_from"),
         loss_margin=int(cfg.get("loss_margin") or 0),
+        loss_jitter=bool(cfg.get("loss_jitter", False)),
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
         seed=int(cfg.seed),

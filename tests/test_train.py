@@ -489,7 +489,9 @@ def test_style_warmup_trains_on_content_first_then_ramps_the_style_in(tmp_path, 
 
 @pytest.mark.parametrize("margin", [0, 4])
 def test_loss_margin_leaves_the_frame_of_the_output_out_of_the_loss(tmp_path, photos, style_file, margin):
-    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), f"loss_margin={margin}"])
+    cfg = compose(
+        "train", [*tiny(photos, style_file, tmp_path / "run"), f"loss_margin={margin}", "loss_jitter=false"]
+    )
     _, module, _, _ = build(cfg, tmp_path / "run")
     content = torch.rand(2, 3, 32, 32)
     output = torch.rand(2, 3, 32, 32, requires_grad=True)
@@ -504,6 +506,43 @@ def test_loss_margin_leaves_the_frame_of_the_output_out_of_the_loss(tmp_path, ph
         assert torch.equal(output.grad[..., frame], torch.zeros_like(output.grad[..., frame]))
     else:
         assert output.grad[..., frame].abs().sum() > 0
+
+
+def test_loss_jitter_moves_each_photos_loss_window_in_training_only(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "loss_margin=4", "loss_jitter=true"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    content = torch.rand(3, 3, 32, 32)
+    output = torch.rand(3, 3, 32, 32, requires_grad=True)
+    module.net.forward = lambda x: output
+
+    def window_of_gradient() -> list[tuple[int, int, int, int]]:
+        output.grad = None
+        module.stylise_and_loss(content)[1]["total"].backward()
+        boxes = []
+        for g in output.grad.abs().sum(1):
+            rows, cols = g.sum(1).nonzero().flatten(), g.sum(0).nonzero().flatten()
+            boxes.append(
+                (
+                    int(rows[0]),
+                    int(cols[0]),
+                    int(rows[-1]) + 1 - int(rows[0]),
+                    int(cols[-1]) + 1 - int(cols[0]),
+                )
+            )
+        return boxes
+
+    # Training: each photo's 24 x 24 window sits where window_offsets puts it, within [0, 8].
+    offsets = module.window_offsets(3)
+    assert [b[:2] for b in window_of_gradient()] == offsets
+    assert all(b[2:] == (24, 24) for b in window_of_gradient())
+    assert module.window_offsets(3, step=5) == module.window_offsets(
+        3, step=5
+    )  # a resumed run draws the same
+    drawn = {o for step in range(20) for o in module.window_offsets(3, step=step)}
+    assert len(drawn) > 10 and all(0 <= y <= 8 and 0 <= x <= 8 for y, x in drawn)
+    # Validation (eval mode) always scores the centred window, so its numbers stay comparable.
+    module.eval()
+    assert window_of_gradient() == [(4, 4, 24, 24)] * 3
 
 
 def test_a_loss_margin_that_leaves_too_little_of_the_crop_is_one_line(tmp_path, photos, style_file):
