@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The GPU measurements of the speed goals (docs: benchmarks/README.md, README_stylize.md) in one
-# command that ends within 10 minutes on one H100/H200, for a lent GPU machine with no internet.
+# The GPU measurements in one command that ends within 10 minutes on one H100/H200, for a lent GPU
+# machine with no internet. Two suites, one per session (each fills most of a session's device time):
 #
-#   bash benchmarks/gpu_suite.sh prepare        # here, with pip access: fills .gpu/ (git-ignored)
-#   bash benchmarks/gpu_suite.sh run            # there, with .gpu/ carried: tables to $OUT or ./gpu_suite/
-#   bash benchmarks/gpu_suite.sh run --smoke    # the same steps, tiny, on whatever device (checks the script)
+#   bash benchmarks/gpu_suite.sh prepare          # speed (issue 17): fills .gpu/ (git-ignored), ~43 MB
+#   bash benchmarks/gpu_suite.sh run              # there, with .gpu/ carried: tables to $OUT or ./gpu_suite/
+#   bash benchmarks/gpu_suite.sh prepare-quality  # quality (issue 11): fills .gpu_quality/, ~45 MB
+#   bash benchmarks/gpu_suite.sh quality          # there, with .gpu_quality/ carried
+#   bash benchmarks/gpu_suite.sh run --smoke      # (or quality --smoke) the same steps, tiny, on any device
 #
 # .gpu/ holds the wheels the GPU image lacks (PyAV, Hydra and its parser; see KINDS.md of the device
-# tool), 100 of the shared training photos and one style image (../shared does not travel). The VGG
-# is random: its weights do not change the speed. Each step prints one Markdown table and the
-# command behind it; a failing step is reported and the others still run.
+# tool), 100 of the shared training photos and one style image (../shared does not travel); its VGG
+# is random, since the weights do not change the speed. .gpu_quality/ holds Hydra's wheels, the
+# offline VGG16 in float16 (half the bytes; the loss runs it in float32), every shared training and
+# validation photo and the paintings. Each step prints one Markdown table and the command behind it;
+# a failing step is reported and the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,16 +36,42 @@ if [ "$mode" = prepare ]; then
     echo "carry .gpu; run: bash benchmarks/gpu_suite.sh run"
     exit 0
 fi
-[ "$mode" = run ] || { echo "usage: gpu_suite.sh prepare | run [--smoke]" >&2; exit 2; }
+if [ "$mode" = prepare-quality ]; then
+    SHARED=${SHARED:-$ROOT/../shared}
+    Q=$ROOT/.gpu_quality
+    grep -qx '/.gpu_quality/' .git/info/exclude 2>/dev/null || echo '/.gpu_quality/' >>.git/info/exclude
+    rm -rf "$Q" && mkdir -p "$Q/whl" "$Q/photos" "$Q/styles"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        -d "$Q/whl" hydra-core==1.3.8 omegaconf==2.3.1 platformdirs || exit 1
+    python3 -m pip wheel -q --no-deps -w "$Q/whl" antlr4-python3-runtime==4.9.3 || exit 1
+    cp -r "$SHARED/data/photos/train" "$SHARED/data/photos/val" "$Q/photos/" || exit 1
+    cp "$SHARED"/data/styles/*.jpg "$Q/styles/" || exit 1
+    python3 - "$SHARED/weights/vgg16_hed_features.pth" "$Q/vgg16_fp16.pth" <<'PY' || exit 1
+import sys, torch
+sd = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+torch.save({k: v.half() for k, v in sd.items()}, sys.argv[2])
+PY
+    du -sh "$Q"
+    echo "carry .gpu_quality; run: bash benchmarks/gpu_suite.sh quality"
+    exit 0
+fi
+[ "$mode" = run ] || [ "$mode" = quality ] || {
+    echo "usage: gpu_suite.sh prepare | run [--smoke] | prepare-quality | quality [--smoke]" >&2
+    exit 2
+}
+[ "$mode" = quality ] && GPU=$ROOT/.gpu_quality
 
 export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-if ls "$GPU"/whl/*.whl >/dev/null 2>&1 && ! python3 -c "import hydra, av" 2>/dev/null; then
+needs="import hydra"
+[ "$mode" = run ] && needs="import hydra, av"
+if ls "$GPU"/whl/*.whl >/dev/null 2>&1 && ! python3 -c "$needs" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         "$GPU"/whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site || exit 1
 fi
 out=${OUT:-$ROOT/gpu_suite}
 mkdir -p "$out/runs"
 report=$out/gpu_suite.md
+[ "$mode" = quality ] && report=$out/gpu_quality.md
 photos=$GPU/photos
 style=$GPU/style.jpg
 if [ -n "$smoke" ]; then  # tiny versions of every step, to check the script on any machine
@@ -95,6 +125,68 @@ rate = (b.step - a.step) / (b.wall_time - a.wall_time)
 print(f"| {name} | {batch} | {steps} | {rate:.1f} | {rate * batch:.0f} | {40000 / rate / 60:.1f} min |")
 PY
 }
+
+header() {  # header TITLE: the machine, torch and the commit, at the top of the report
+    {
+        echo "# $1, $(date -u +%FT%H:%MZ)"
+        echo
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+        python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+        git log -1 --format='commit %h %s' 2>/dev/null
+    } | tee "$report"
+}
+
+if [ "$mode" = quality ]; then
+    # Issue 11 on a GPU: the recipe without experiment=cpu (256 px, batch 4, style at 512 px, bf16)
+    # for QUALITY_STEPS steps on the shared photos, a model file every quarter of the run, each
+    # evaluated at 256 px against Gatys from noise (the evaluation of docs/quality.md, at the
+    # paper's size). The training gets at most QUALITY_SECONDS; checkpoints written by then are
+    # still evaluated.
+    painting=${QUALITY_STYLE:-mosaic}
+    steps=${QUALITY_STEPS:-10000} seconds=${QUALITY_SECONDS:-420}
+    size=256 its=200 extra="trainer=gpu data.num_workers=12"
+    Q=$GPU vgg=$GPU/vgg16_fp16.pth
+    if [ -n "$smoke" ]; then
+        [ -d "$Q/photos" ] || Q=$ROOT/../shared/data
+        [ -f "$vgg" ] || vgg=$ROOT/../shared/weights/vgg16_hed_features.pth
+        device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+        steps=8 size=32 its=3 extra="trainer.accelerator=$device data.num_workers=0 data.image_size=32 style.size=64 loss_margin=4"
+    fi
+    header "fastns GPU quality run ($painting)"
+    dir=$out/runs/quality_$painting
+    rm -rf "$dir"
+    cmd=(python3 scripts/train.py style.image="$Q/styles/$painting.jpg" data.root="$Q/photos/train"
+        data.val_root="$Q/photos/val" loss.vgg.weights="$vgg" trainer.max_steps="$steps"
+        checkpoint_every=$((steps / 4)) $extra hydra.run.dir="$dir")
+    printf '\n## Training\n\n```\n%s\n```\n\n' "${cmd[*]}" | tee -a "$report"
+    t0=$SECONDS
+    timeout --signal=INT "$seconds" "${cmd[@]}" >"$dir.log" 2>&1
+    echo "exit $?, $((SECONDS - t0)) s; $(grep -c . "$dir.log") log lines" | tee -a "$report"
+    printf '\n## Evaluation at %s px (8 validation photos, %s L-BFGS iterations from noise)\n\n' "$size" "$its" | tee -a "$report"
+    echo "| checkpoint | ≈ Gatys from noise (median) | total | content | style | 4x4 pattern |" | tee -a "$report"
+    echo "|---|---:|---:|---:|---:|---:|" | tee -a "$report"
+    for ckpt in "$dir"/checkpoints/step_*.ckpt; do
+        [ -f "$ckpt" ] || continue
+        name=$(basename "$ckpt" .ckpt)
+        python3 scripts/export.py model="$ckpt" output="$dir/$name.safetensors" >>"$dir.export.log" 2>&1 || {
+            echo "| $name | export failed | | | | |" | tee -a "$report"; continue; }
+        python3 scripts/evaluate.py model="$dir/$name.safetensors" images="$Q/photos/val" output="$dir/report_$name" \
+            image_size="$size" max_images=8 gatys_iterations="$its" "gatys_init=[noise]" loss.vgg.weights="$vgg" \
+            style.image="$Q/styles/$painting.jpg" progress=false >>"$dir.eval.log" 2>&1 || {
+            echo "| $name | evaluation failed | | | | |" | tee -a "$report"; continue; }
+        python3 - "$dir/report_$name/metrics.json" "$name" <<'PY' | tee -a "$report"
+import json, sys
+a = json.load(open(sys.argv[1]))["aggregate"]
+loss, grid = a["network_loss"], a["grid"]["network"]
+it = a["equivalent_iterations"]["noise"]
+its = f"{it['median']}" + ("" if it["reached"] == it["images"] else f" ({it['reached']}/{it['images']} reached)")
+print(f"| {sys.argv[2]} | {its} | {loss['total']['median']:.3f} | {loss['content']['median']:.3f} "
+      f"| {loss['style']['median']:.3f} | {grid['mean']:.2f} |")
+PY
+    done
+    echo "report: $report"
+    exit 0
+fi
 
 {
     echo "# fastns GPU suite, $(date -u +%FT%H:%MZ)"
