@@ -188,13 +188,7 @@ PY
     exit 0
 fi
 
-{
-    echo "# fastns GPU suite, $(date -u +%FT%H:%MZ)"
-    echo
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
-    git log -1 --format='commit %h %s' 2>/dev/null
-} | tee "$report"
+header "fastns GPU suite"
 
 # Goal 2: the default stylizer path against plain eager at every size, and 1080p video end to end.
 step "Stylizer: default path vs plain (goal: >= plain everywhere; 1080p video >= 60 fps eager)" \
