@@ -71,8 +71,7 @@ class StyleTransferModule(pl.LightningModule):
         loss_jitter: in training, place each photo's loss window (the output less ``loss_margin``
             on each side) at a random offset of up to ``2 * loss_margin`` px instead of the centre,
             drawn per photo and step. With a fixed window the network learns to fit that window
-            and VGG's pooling grid (its loss doubles when the window moves by 4 px), which no
-            user's image has; validation keeps the centred window.
+            and VGG's pooling grid, which no user's image has; validation keeps the centred window.
         styles: several styles in one network: one ``style`` config each
             (:func:`fastns.style.resolve_styles`); ``style`` is then not used. With ``init_from``,
             the styles added to that network's.
