@@ -192,8 +192,6 @@ def build(
     datamodule = _DataModule(**_plain(cfg.data))
     datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
     check_loss_margin(int(cfg.get("loss_margin") or 0), int(cfg.data.image_size))
-    if not isinstance(cfg.get("loss_jitter", False), bool):
-        raise ConfigError(f"loss_jitter={cfg.get('loss_jitter')!r} must be true or false")
     styles = cfg.get("styles")
     module = StyleTransferModule(
         model=_plain(cfg.model),
@@ -208,7 +206,7 @@ def build(
         style_warmup=int(cfg.get("style_warmup") or 0),
         init_from=cfg.get("init_from"),
         loss_margin=int(cfg.get("loss_margin") or 0),
-        loss_jitter=cfg.get("loss_jitter", False),
+        loss_jitter=bool(cfg.get("loss_jitter", False)),
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
         seed=int(cfg.seed),

@@ -545,12 +545,6 @@ def test_loss_jitter_moves_each_photos_loss_window_in_training_only(tmp_path, ph
     assert window_of_gradient() == [(4, 4, 24, 24)] * 3
 
 
-def test_a_loss_jitter_that_is_not_a_boolean_is_one_line(tmp_path, photos, style_file):
-    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "loss_jitter=maybe"])
-    with pytest.raises(ConfigError, match=r"loss_jitter='maybe' must be true or false"):
-        build(cfg, tmp_path / "run")
-
-
 def test_a_loss_margin_that_leaves_too_little_of_the_crop_is_one_line(tmp_path, photos, style_file):
     cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "loss_margin=9"])
     with pytest.raises(
