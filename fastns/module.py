@@ -291,11 +291,17 @@ class StyleTransferModule(pl.LightningModule):
         step), so that a resumed run draws what the uninterrupted one would; all 0 for one style."""
         if len(self.styles) == 1:
             return [0] * batch
-        step = self.global_step if step is None else step
-        rng = np.random.default_rng([int(self.hparams.get("seed") or 0), int(self.global_rank), int(step)])
+        rng = self._step_rng(step)
         if self.hparams.get("style_sampling", "image") == "image":
             return [int(k) for k in rng.integers(len(self.styles), size=batch)]
         return [int(rng.integers(len(self.styles)))] * batch
+
+    def _step_rng(self, step: int | None, *stream: int) -> np.random.Generator:
+        """A generator seeded by (seed, rank, step[, stream]): the same draws for the same step,
+        so a resumed run draws what the uninterrupted one would (default step: this one)."""
+        step = self.global_step if step is None else step
+        key = [int(self.hparams.get("seed") or 0), int(self.global_rank), int(step), *stream]
+        return np.random.default_rng(key)
 
     def window_offsets(self, batch: int, step: int | None = None) -> list[tuple[int, int]]:
         """Each photo's (top, left) loss-window offset at step ``step`` (default: this one): the
@@ -304,9 +310,8 @@ class StyleTransferModule(pl.LightningModule):
         m = int(self.hparams.get("loss_margin") or 0)
         if not (m and self.hparams.get("loss_jitter") and self.training):
             return [(m, m)] * batch
-        step = self.global_step if step is None else step
         # A stream of its own (the trailing 1), so the styles drawn are the same with or without jitter.
-        rng = np.random.default_rng([int(self.hparams.get("seed") or 0), int(self.global_rank), int(step), 1])
+        rng = self._step_rng(step, 1)
         return [(int(y), int(x)) for y, x in rng.integers(0, 2 * m + 1, size=(batch, 2))]
 
     def loss_window(self, stylised: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
