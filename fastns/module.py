@@ -81,6 +81,11 @@ class StyleTransferModule(pl.LightningModule):
         seed: seeds the per-step draw of the style (several styles).
         style_sampling: ``"image"``: each photo of the batch gets its own style drawn at random;
             ``"batch"``: each step trains the whole batch on one (several styles).
+        border: reflection padding around each photo before the network, cropped off after it
+            (``TransformerNet.forward``'s ``border``), in training, validation and previews: with
+            the stylizer's border (:data:`~fastns.transformer.DEFAULT_BORDER`) the network is
+            trained exactly as users run it. 0 (the paper) trains it on the bare crop, whose
+            edges it learns to locate and paint for, which users' images do not have.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class StyleTransferModule(pl.LightningModule):
         train_only: str | None = None,
         seed: int = 0,
         style_sampling: str = "image",
+        border: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
@@ -234,7 +240,12 @@ class StyleTransferModule(pl.LightningModule):
     # -- training ----------------------------------------------------------------------------
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return self.net(images, self.border)
+
+    @property
+    def border(self) -> int:
+        """The reflection border the network runs with (0 for checkpoints from before it existed)."""
+        return int(self.hparams.get("border") or 0)
 
     def prepare_for_training(self) -> None:
         """Memory layout, Gram precision and compilation; called once the module is on its device."""
@@ -396,10 +407,10 @@ class StyleTransferModule(pl.LightningModule):
             inputs = torch.cat([content, moved])
         net = getattr(self, "_net_step", self.net)
         if self.net.num_styles == 1:
-            out = net(inputs)
+            out = net(inputs, self.border)
         else:
             indices = [self.trained[k] for k in styles] * (2 if temporal else 1)
-            out = net(inputs, style=self.one_hot(indices, inputs.shape[0], inputs.device))
+            out = net(inputs, self.border, style=self.one_hot(indices, inputs.shape[0], inputs.device))
         stylised = out[:batch] if temporal else out
         terms, per_style = self._loss_per_style(stylised, content, styles)
         if temporal:
@@ -598,7 +609,7 @@ class StyleTransferModule(pl.LightningModule):
                     if index not in stylised:
                         with torch.no_grad():
                             c = content[:n]
-                            stylised[index] = self.net(c, style=self.one_hot(index, c.shape[0], c.device))
+                            stylised[index] = self.net(c, self.border, style=self.one_hot(index, c.shape[0], c.device))
                     rows.append(stylised[index][:n])
             self._previews.append(torch.stack(rows).float().cpu())  # (rows, n, 3, H, W)
 

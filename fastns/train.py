@@ -185,6 +185,12 @@ def check_loss_margin(margin: int, image_size: int) -> None:
         )
 
 
+def check_border(border: int) -> None:
+    """A training ``border`` the network can run with: reflection padding of 0 px or more."""
+    if border < 0:
+        raise ConfigError(f"border={border} must be 0 or more (px of reflection padding around each crop)")
+
+
 def build(
     cfg: DictConfig, run_dir: Path
 ) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, GracefulStop]:
@@ -192,6 +198,7 @@ def build(
     datamodule = _DataModule(**_plain(cfg.data))
     datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
     check_loss_margin(int(cfg.get("loss_margin") or 0), int(cfg.data.image_size))
+    check_border(int(cfg.get("border") or 0))
     styles = cfg.get("styles")
     module = StyleTransferModule(
         model=_plain(cfg.model),
@@ -207,6 +214,7 @@ def build(
         init_from=cfg.get("init_from"),
         loss_margin=int(cfg.get("loss_margin") or 0),
         loss_jitter=bool(cfg.get("loss_jitter", False)),
+        border=int(cfg.get("border") or 0),
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
         seed=int(cfg.seed),

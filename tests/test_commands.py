@@ -117,7 +117,7 @@ def test_the_installed_command_works_without_the_checkout(tmp_path):
     assert "stylize is powered by Hydra" in helped.stdout and "preserve_color" in helped.stdout
     job = run("train", "--cfg", "job", "experiment=cpu", "loss_margin=8")
     assert job.returncode == 0, job.stderr
-    assert "max_steps: 3500" in job.stdout and "loss_margin: 8" in job.stdout
+    assert "max_steps: 2000" in job.stdout and "loss_margin: 8" in job.stdout
     bad = run("optimize", "style=no_such_painting")
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: style=no_such_painting: no such style preset")

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fastns.errors import ConfigError, FastnsError
 from fastns.modelfile import load_model
 from fastns.train import build, train
+from fastns.transformer import DEFAULT_BORDER, PaddedNet
 
 from .conftest import CONFIGS, ROOT, compose, make_photo
 from .conftest import run_script as run_any_script
@@ -495,7 +497,7 @@ def test_loss_margin_leaves_the_frame_of_the_output_out_of_the_loss(tmp_path, ph
     _, module, _, _ = build(cfg, tmp_path / "run")
     content = torch.rand(2, 3, 32, 32)
     output = torch.rand(2, 3, 32, 32, requires_grad=True)
-    module.net.forward = lambda x: output  # the network's output as a leaf: its gradient is what trains
+    module.net.forward = lambda x, *_: output  # the network's output as a leaf: its gradient is what trains
     stylised, terms = module.stylise_and_loss(content)
     assert stylised is output  # previews still show the whole image
     terms["total"].backward()
@@ -513,7 +515,7 @@ def test_loss_jitter_moves_each_photos_loss_window_in_training_only(tmp_path, ph
     _, module, _, _ = build(cfg, tmp_path / "run")
     content = torch.rand(3, 3, 32, 32)
     output = torch.rand(3, 3, 32, 32, requires_grad=True)
-    module.net.forward = lambda x: output
+    module.net.forward = lambda x, *_: output
 
     def window_of_gradient() -> list[tuple[int, int, int, int]]:
         output.grad = None
@@ -543,6 +545,27 @@ def test_loss_jitter_moves_each_photos_loss_window_in_training_only(tmp_path, ph
     # Validation (eval mode) always scores the centred window, so its numbers stay comparable.
     module.eval()
     assert window_of_gradient() == [(4, 4, 24, 24)] * 3
+
+
+def test_training_runs_the_network_with_the_stylizers_border(tmp_path, photos, style_file):
+    # The network is trained as scripts/stylize.py runs it: the crop reflection-padded by the
+    # border, the padding cropped off the output; validation and previews the same.
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    content = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        stylised, _ = module.stylise_and_loss(content)
+        assert torch.allclose(stylised, PaddedNet(module.net, 8)(content), atol=1e-6)
+        assert not torch.allclose(stylised, module.net(content), atol=1e-3)  # the bare crop differs
+    # The recipe trains with the border the stylizer and the exports use by default.
+    stylize_border = OmegaConf.load(CONFIGS / "tools" / "stylize.yaml").border
+    assert compose("train", []).border == stylize_border == DEFAULT_BORDER
+
+
+def test_a_negative_border_is_one_line(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=-4"])
+    with pytest.raises(ConfigError, match=r"^border=-4 must be 0 or more"):
+        build(cfg, tmp_path / "run")
 
 
 def test_a_loss_margin_that_leaves_too_little_of_the_crop_is_one_line(tmp_path, photos, style_file):
