@@ -208,6 +208,7 @@ class StyleTransferModule(pl.LightningModule):
             "steps": int(self.global_step),
             "final_losses": {k: float(v) for k, v in self._last_terms.items()},
             "image_size": self.hparams.image_size,
+            "border": self.border,  # the reflection border it was trained with (the stylizer's: 32)
             "batch_size": getattr(dm, "batch_size", None),
             "world_size": self.trainer.world_size if self._trainer is not None else 1,
             "precision": str(self.trainer.precision) if self._trainer is not None else None,

@@ -99,6 +99,7 @@ def test_cli_training_writes_run_folder_and_resumes(tmp_path, photos, style_file
 
     net, info = load_model(run_dir / "model.safetensors")
     assert info.training["steps"] == 4 and info.style["name"] == "style"
+    assert info.training["border"] == 8  # debug=tiny's training border, recorded in the model file
     assert info.loss["style_layers"] == {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
     assert set(info.training["final_losses"]) >= {"total", "content", "style", "tv"}
     assert net(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
