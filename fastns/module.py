@@ -610,7 +610,9 @@ class StyleTransferModule(pl.LightningModule):
                     if index not in stylised:
                         with torch.no_grad():
                             c = content[:n]
-                            stylised[index] = self.net(c, self.border, style=self.one_hot(index, c.shape[0], c.device))
+                            stylised[index] = self.net(
+                                c, self.border, style=self.one_hot(index, c.shape[0], c.device)
+                            )
                     rows.append(stylised[index][:n])
             self._previews.append(torch.stack(rows).float().cpu())  # (rows, n, 3, H, W)
 
