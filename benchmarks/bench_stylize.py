@@ -5,6 +5,7 @@
     python benchmarks/bench_stylize.py --quick                 # a smoke run: small sizes, few repeats
     python benchmarks/bench_stylize.py --variants opt compile bf16 --sizes 1024
     python benchmarks/bench_stylize.py --device cuda --video 240   # + a 1080p clip end to end
+    python benchmarks/bench_stylize.py --device cuda --variants opt eager --batches 1 4  # CUDA graphs' share
     python benchmarks/bench_stylize.py --num-styles 1 4 --sizes 512 --variants opt   # N-style networks' cost
 
 For every device, network width and image size, the table has one row per path:
@@ -13,14 +14,17 @@ For every device, network width and image size, the table has one row per path:
   fp32, NCHW, cuDNN autotuning off (the same border as the stylizer, so the outputs are comparable);
 - ``opt``: :class:`fastns.Stylizer` with its defaults, what users get (inference mode, folded
   InstanceNorm + ReLU, channels-last on the CPU, cuDNN autotuning, ``precision=auto``: fp16 on CUDA,
-  bf16 on CPUs with AMX, fp32 elsewhere); the path column names the precision it chose;
+  bf16 on CPUs with AMX or AVX-512 BF16, fp32 elsewhere; on CUDA, replayed from a CUDA graph per
+  input shape from its second call); the path column names the precision it chose;
+- ``eager``: the defaults without CUDA graphs (the same as ``opt`` on CPUs);
 - ``fp32``: the same in fp32, the exact optimised path (outputs equal ``plain`` up to rounding);
 - ``compile``: the defaults with ``torch.compile`` (compile time is reported apart and not timed);
 - ``bf16``: the same in bf16 (on CPUs with AMX this is what ``opt`` picks).
 
 All paths use the same random weights (speed does not depend on them) and the same input; the
 ``max |Δ|`` column is the largest difference from ``plain`` on [0, 1] outputs (8-bit levels: x255).
-Times are medians of ``--repeats`` calls after warm-up; fps counts one image per call.
+Times are medians of ``--repeats`` calls after warm-up; ``--batches 1 4`` adds rows of 4 images per
+call (ms / image and fps count images).
 ``--num-styles 1 4`` runs each network as a single-style one and as one of 4 styles (conditional
 instance norm, the first style selected), side by side. ``--video N`` adds one end-to-end row: a synthetic N-frame 1920x1080 H.264 clip with AAC audio
 through ``fastns.stylize.stylize_video`` (decode, network, encode, mux), full-width network.
@@ -135,7 +139,10 @@ def main() -> None:
     )
     p.add_argument("--sizes", nargs="+", default=None, help=f"N (square) or WxH (default: {' '.join(SIZES)})")
     p.add_argument(
-        "--variants", nargs="+", default=["opt", "fp32"], choices=["opt", "fp32", "compile", "bf16"]
+        "--variants", nargs="+", default=["opt", "fp32"], choices=["opt", "eager", "fp32", "compile", "bf16"]
+    )
+    p.add_argument(
+        "--batches", nargs="+", type=int, default=[1], help="images per call (rows per batch size)"
     )
     p.add_argument(
         "--repeats", type=int, default=None, help="timed calls per row (default 5 on GPU, 3 on CPU)"
@@ -181,20 +188,24 @@ def main() -> None:
                     continue
                 precision = variant if variant in ("bf16", "fp32") else "auto"
                 paths[variant] = Stylizer(
-                    net, device=device, precision=precision, compile=variant == "compile"
+                    net,
+                    device=device,
+                    precision=precision,
+                    compile=variant == "compile",
+                    cuda_graphs=False if variant == "eager" else None,
                 )
-            for size in args.sizes:
+            for size, batch in [(s, b) for s in args.sizes for b in args.batches]:
                 h, w = parse_size(size)
-                x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
-                mp = h * w / 1e6
+                x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+                mp = batch * h * w / 1e6
                 torch.backends.cudnn.benchmark = False
                 plain_s = timeit(
                     lambda x=x, n=plain_net: plain_forward(n, x, DEFAULT_BORDER), device, repeats, warmup
                 )
                 reference = plain_forward(plain_net, x, DEFAULT_BORDER)
-                label = f"{w}x{h}"
+                label = f"{w}x{h}" if batch == 1 else f"{batch}x{w}x{h}"
                 print(
-                    f"| {device.type} | {name} | {label} | plain | {plain_s * 1e3:.1f} | {1 / plain_s:.1f} | {plain_s * 1e3 / mp:.1f} | 1.00 | 0 |"
+                    f"| {device.type} | {name} | {label} | plain | {plain_s * 1e3 / batch:.1f} | {batch / plain_s:.1f} | {plain_s * 1e3 / mp:.1f} | 1.00 | 0 |"
                 )
                 for variant, stylizer in paths.items():
                     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -208,7 +219,7 @@ def main() -> None:
                         f"opt ({str(stylizer.dtype).removeprefix('torch.')})" if variant == "opt" else variant
                     )
                     print(
-                        f"| {device.type} | {name} | {label} | {shown} | {s * 1e3:.1f} | {1 / s:.1f} | "
+                        f"| {device.type} | {name} | {label} | {shown} | {s * 1e3 / batch:.1f} | {batch / s:.1f} | "
                         f"{s * 1e3 / mp:.1f} | {plain_s / s:.2f} | {diff:.1e} ({diff * 255:.2f}/255) |"
                     )
                 del x, reference

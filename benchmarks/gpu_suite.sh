@@ -6,7 +6,10 @@
 #   bash benchmarks/gpu_suite.sh run              # there, with .gpu/ carried: tables to $OUT or ./gpu_suite/
 #   bash benchmarks/gpu_suite.sh prepare-quality  # quality (issue 11): fills .gpu_quality/, ~45 MB
 #   bash benchmarks/gpu_suite.sh quality          # there, with .gpu_quality/ carried
-#   bash benchmarks/gpu_suite.sh run --smoke      # (or quality --smoke) the same steps, tiny, on any device
+#   bash benchmarks/gpu_suite.sh session          # one session's single command, with .gpu_quality/ carried:
+#                                                 # the CUDA tests, the stylizer vs plain, Gatys, then a shorter
+#                                                 # quality run (SESSION_TRAIN_SECONDS, default 220) and its speed
+#   bash benchmarks/gpu_suite.sh run --smoke      # (or quality/session --smoke) the same steps, tiny, on any device
 #
 # .gpu/ holds the wheels the GPU image lacks (PyAV, Hydra and its parser; see KINDS.md of the device
 # tool), 100 of the shared training photos and one style image (../shared does not travel); its VGG
@@ -44,7 +47,10 @@ if [ "$mode" = prepare-quality ]; then
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         -d "$Q/whl" hydra-core==1.3.8 omegaconf==2.3.1 platformdirs || exit 1
     python3 -m pip wheel -q --no-deps -w "$Q/whl" antlr4-python3-runtime==4.9.3 || exit 1
-    cp -r "$SHARED/data/photos/train" "$SHARED/data/photos/val" "$Q/photos/" || exit 1
+    cp -r "$SHARED/data/photos/train" "$Q/photos/" || exit 1
+    # Validation and evaluation use the first 8 validation photos only (data.val_size, max_images).
+    mkdir -p "$Q/photos/val"
+    find "$SHARED/data/photos/val" -maxdepth 1 -name '*.jpg' | sort | head -8 | xargs -I{} cp {} "$Q/photos/val/"
     cp "$SHARED"/data/styles/*.jpg "$Q/styles/" || exit 1
     python3 - "$SHARED/weights/vgg16_hed_features.pth" "$Q/vgg16_fp16.pth" <<'PY' || exit 1
 import sys, torch
@@ -55,11 +61,11 @@ PY
     echo "carry .gpu_quality; run: bash benchmarks/gpu_suite.sh quality"
     exit 0
 fi
-[ "$mode" = run ] || [ "$mode" = quality ] || {
-    echo "usage: gpu_suite.sh prepare | run [--smoke] | prepare-quality | quality [--smoke]" >&2
+[ "$mode" = run ] || [ "$mode" = quality ] || [ "$mode" = session ] || {
+    echo "usage: gpu_suite.sh prepare | run [--smoke] | prepare-quality | quality [--smoke] | session [--smoke]" >&2
     exit 2
 }
-[ "$mode" = quality ] && GPU=$ROOT/.gpu_quality
+[ "$mode" = run ] || GPU=$ROOT/.gpu_quality
 
 export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 needs="import hydra"
@@ -72,6 +78,7 @@ out=${OUT:-$ROOT/gpu_suite}
 mkdir -p "$out/runs"
 report=$out/gpu_suite.md
 [ "$mode" = quality ] && report=$out/gpu_quality.md
+[ "$mode" = session ] && report=$out/gpu_session.md
 photos=$GPU/photos
 style=$GPU/style.jpg
 if [ -n "$smoke" ]; then  # tiny versions of every step, to check the script on any machine
@@ -100,8 +107,25 @@ step() {  # step TITLE COMMAND...: run, tee into the report, keep going on failu
     echo "($((SECONDS - t0)) s)" | tee -a "$report"
 }
 
-# End-to-end training: steady-state steps/s from the TensorBoard scalars' wall times, between 1/6
-# of the run and its end (start-up, the first validation and cuDNN autotuning left out).
+# Steady-state steps/s of a run folder from its TensorBoard scalars' wall times, between 1/6 of
+# the last logged step and that step (start-up, the first validation and cuDNN autotuning left out).
+steady_rate() {  # steady_rate DIR NAME STEPS BATCH: one Markdown row
+    python3 - "$@" <<'PY'
+import glob, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+d, name, steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ev = EventAccumulator(glob.glob(f"{d}/tensorboard/**/events.*", recursive=True)[0], size_guidance={"scalars": 0})
+ev.Reload()
+pts = ev.Scalars("train/loss/total")
+b = pts[-1]; a = min(pts, key=lambda e: abs(e.step - b.step // 6))
+if b.step <= a.step:
+    sys.exit(f"{name}: too few logged steps to time ({[p.step for p in pts]})")
+rate = (b.step - a.step) / (b.wall_time - a.wall_time)
+print(f"| {name} | {batch} | {b.step} | {rate:.1f} | {rate * batch:.0f} | {40000 / rate / 60:.1f} min |")
+PY
+}
+
+# End-to-end training on synthetic-speed settings (random VGG, no validation or checkpoints).
 train_rate() {  # train_rate NAME STEPS BATCH OVERRIDES...
     local name=$1 steps=$2 batch=$3
     shift 3
@@ -111,19 +135,7 @@ train_rate() {  # train_rate NAME STEPS BATCH OVERRIDES...
         data.image_size=$train_size data.batch_size="$batch" trainer.max_steps="$steps" \
         trainer.val_check_interval=1000000 checkpoint_every=1000000 $train_extra "$@" \
         hydra.run.dir="$dir" >"$dir.log" 2>&1 || { tail -3 "$dir.log"; return 1; }
-    python3 - "$dir" "$name" "$steps" "$batch" <<'PY'
-import glob, sys
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-d, name, steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-ev = EventAccumulator(glob.glob(f"{d}/tensorboard/**/events.*", recursive=True)[0], size_guidance={"scalars": 0})
-ev.Reload()
-pts = ev.Scalars("train/loss/total")
-a = min(pts, key=lambda e: abs(e.step - steps // 6)); b = pts[-1]
-if b.step <= a.step:
-    sys.exit(f"{name}: too few logged steps to time ({[p.step for p in pts]})")
-rate = (b.step - a.step) / (b.wall_time - a.wall_time)
-print(f"| {name} | {batch} | {steps} | {rate:.1f} | {rate * batch:.0f} | {40000 / rate / 60:.1f} min |")
-PY
+    steady_rate "$dir" "$name" "$steps" "$batch"
 }
 
 header() {  # header TITLE: the machine, torch and the commit, at the top of the report
@@ -136,36 +148,45 @@ header() {  # header TITLE: the machine, torch and the commit, at the top of the
     } | tee "$report"
 }
 
-if [ "$mode" = quality ]; then
-    # Issue 11 on a GPU: the recipe without experiment=cpu (256 px, batch 4, style at 512 px, bf16)
-    # for QUALITY_STEPS steps on the shared photos, a model file every quarter of the run, each
-    # evaluated at 256 px against Gatys from noise (the evaluation of docs/quality.md, at the
-    # paper's size). The training gets at most QUALITY_SECONDS; checkpoints written by then are
-    # still evaluated.
-    painting=${QUALITY_STYLE:-mosaic}
-    steps=${QUALITY_STEPS:-10000} seconds=${QUALITY_SECONDS:-420}
-    size=256 its=200 extra="trainer=gpu data.num_workers=12"
-    Q=$GPU vgg=$GPU/vgg16_fp16.pth
+# Issue 11 on a GPU: the recipe without experiment=cpu (256 px, batch 4, style at 512 px, bf16)
+# for STEPS steps on the shared photos, a checkpoint every quarter of the run, each evaluated at
+# 256 px against Gatys from noise (the evaluation of docs/quality.md, at the paper's size), the
+# last first. The training gets at most SECONDS (then it is interrupted and saves last.ckpt);
+# checkpoints written by then are still evaluated. Also the run's steady-state steps/s end to end
+# (data loading, validation, checkpoints included).
+quality_run() {  # quality_run PAINTING STEPS SECONDS
+    local painting=$1 steps=$2 seconds=$3
+    local size=256 its=200 extra="trainer=gpu data.num_workers=12"
+    local Q=$GPU vgg=$GPU/vgg16_fp16.pth
     if [ -n "$smoke" ]; then
         [ -d "$Q/photos" ] || Q=$ROOT/../shared/data
         [ -f "$vgg" ] || vgg=$ROOT/../shared/weights/vgg16_hed_features.pth
+        local device
         device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-        steps=8 size=32 its=3 extra="trainer.accelerator=$device data.num_workers=0 data.image_size=32 style.size=64 loss_margin=4"
+        steps=8 size=32 its=3 extra="trainer.accelerator=$device data.num_workers=0 data.image_size=32 style.size=64 border=8 trainer.log_every_n_steps=1"
     fi
-    header "fastns GPU quality run ($painting)"
-    dir=$out/runs/quality_$painting
+    local dir=$out/runs/quality_$painting
     rm -rf "$dir"
-    cmd=(python3 scripts/train.py style.image="$Q/styles/$painting.jpg" data.root="$Q/photos/train"
+    local cmd=(python3 scripts/train.py style.image="$Q/styles/$painting.jpg" data.root="$Q/photos/train"
         data.val_root="$Q/photos/val" loss.vgg.weights="$vgg" trainer.max_steps="$steps"
         checkpoint_every=$((steps / 4)) $extra hydra.run.dir="$dir")
-    printf '\n## Training\n\n```\n%s\n```\n\n' "${cmd[*]}" | tee -a "$report"
-    t0=$SECONDS
+    printf '\n## Quality run: training (%s)\n\n```\n%s\n```\n\n' "$painting" "${cmd[*]}" | tee -a "$report"
+    local t0=$SECONDS
     timeout --signal=INT "$seconds" "${cmd[@]}" >"$dir.log" 2>&1
-    echo "exit $?, $((SECONDS - t0)) s; $(grep -c . "$dir.log") log lines" | tee -a "$report"
+    local rc=$?
+    echo "exit $rc, $((SECONDS - t0)) s; $(grep -c . "$dir.log") log lines" | tee -a "$report"
+    {
+        printf '\n| run | batch | last step | steps/s (steady) | images/s | 40k steps would take |\n'
+        echo "|---|---:|---:|---:|---:|---:|"
+    } | tee -a "$report"
+    steady_rate "$dir" "quality_$painting" "$steps" 4 2>&1 | tee -a "$report"
     printf '\n## Evaluation at %s px (8 validation photos, %s L-BFGS iterations from noise)\n\n' "$size" "$its" | tee -a "$report"
     echo "| checkpoint | ≈ Gatys from noise (median) | total | content | style | 4x4 pattern |" | tee -a "$report"
     echo "|---|---:|---:|---:|---:|---:|" | tee -a "$report"
-    for ckpt in "$dir"/checkpoints/step_*.ckpt; do
+    local ckpt name
+    local last=$dir/checkpoints/last.ckpt
+    [ "$rc" = 0 ] && last=  # a finished run's last.ckpt is its final step_*.ckpt
+    for ckpt in $last $(ls -r "$dir"/checkpoints/step_*.ckpt 2>/dev/null); do
         [ -f "$ckpt" ] || continue
         name=$(basename "$ckpt" .ckpt)
         python3 scripts/export.py model="$ckpt" output="$dir/$name.safetensors" >>"$dir.export.log" 2>&1 || {
@@ -174,16 +195,44 @@ if [ "$mode" = quality ]; then
             image_size="$size" max_images=8 gatys_iterations="$its" "gatys_init=[noise]" loss.vgg.weights="$vgg" \
             style.image="$Q/styles/$painting.jpg" progress=false >>"$dir.eval.log" 2>&1 || {
             echo "| $name | evaluation failed | | | | |" | tee -a "$report"; continue; }
-        python3 - "$dir/report_$name/metrics.json" "$name" <<'PY' | tee -a "$report"
+        python3 - "$dir/report_$name/metrics.json" "$name" "$ckpt" <<'PY' | tee -a "$report"
 import json, sys
+import torch
 a = json.load(open(sys.argv[1]))["aggregate"]
 loss, grid = a["network_loss"], a["grid"]["network"]
 it = a["equivalent_iterations"]["noise"]
 its = f"{it['median']}" + ("" if it["reached"] == it["images"] else f" ({it['reached']}/{it['images']} reached)")
-print(f"| {sys.argv[2]} | {its} | {loss['total']['median']:.3f} | {loss['content']['median']:.3f} "
+step = torch.load(sys.argv[3], map_location="cpu", weights_only=False).get("global_step", "?")  # our own file
+print(f"| {sys.argv[2]} (step {step}) | {its} | {loss['total']['median']:.3f} | {loss['content']['median']:.3f} "
       f"| {loss['style']['median']:.3f} | {grid['mean']:.2f} |")
 PY
     done
+}
+
+if [ "$mode" = quality ]; then
+    painting=${QUALITY_STYLE:-mosaic}
+    header "fastns GPU quality run ($painting)"
+    quality_run "$painting" "${QUALITY_STEPS:-10000}" "${QUALITY_SECONDS:-420}"
+    echo "report: $report"
+    exit 0
+fi
+
+if [ "$mode" = session ]; then
+    # One lent session's single command, ~9 minutes: what changed since the last GPU measurement
+    # (CUDA graphs in the stylizer), Gatys, then a shorter quality run that also times training.
+    header "fastns GPU session"
+    step "CUDA tests" python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py
+    if [ -n "$smoke" ]; then
+        step "Stylizer" python3 benchmarks/bench_stylize.py $stylize_args --variants opt eager
+        step "Gatys" python3 benchmarks/bench_gatys.py $gatys_args
+    else
+        step "Stylizer: default path (CUDA graphs) and eager vs plain (goal: >= plain everywhere)" \
+            timeout 150 python3 benchmarks/bench_stylize.py --device cuda --variants opt eager --batches 1 4
+        step "Gatys: one iteration vs the plain reference; 500 iterations at 512 px" \
+            timeout 80 python3 benchmarks/bench_gatys.py --device cuda --sizes 512 --repeats 3 \
+            --run-size 512 --run-iterations 500 --precisions fp32 bf16
+    fi
+    quality_run "${QUALITY_STYLE:-mosaic}" "${QUALITY_STEPS:-6000}" "${SESSION_TRAIN_SECONDS:-220}"
     echo "report: $report"
     exit 0
 fi

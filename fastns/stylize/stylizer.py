@@ -29,7 +29,8 @@ How an image is stylised (every input kind goes through :meth:`Stylizer.stylize`
 
 Speed (benchmarks/README_stylize.md measures it): inference mode; the inference copy of the network
 (:mod:`fastns.stylize.inference`); channels-last memory layout on the CPU; fp16 on CUDA and bf16
-on CPUs with AMX or AVX-512 BF16 by default (``precision``); optional ``torch.compile``.
+on CPUs with AMX or AVX-512 BF16 by default (``precision``); on CUDA the forward replayed from a
+CUDA graph per input shape (:mod:`fastns.stylize.graphs`); optional ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from ..modelfile import ModelInfo
 from ..sources import resolve_model
 from ..transformer import DEFAULT_BORDER, PaddedNet, TransformerNet, padding
 from ..utils import resolve_device
+from .graphs import GraphedForward
 from .inference import prepare, resolve_dtype
 from .tiling import MIN_TILE, stylize_tiled
 
@@ -99,6 +101,7 @@ class Stylizer:
         compile: bool | str = False,
         channels_last: bool | None = None,
         border: int = DEFAULT_BORDER,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = resolve_dtype(str(precision), self.device)
@@ -114,6 +117,8 @@ class Stylizer:
             mode = compile if isinstance(compile, str) else None
             # dynamic=None: the first new size recompiles with symbolic sizes, later sizes reuse it.
             self._forward = torch.compile(self.module, mode=mode)
+        elif self.device.type == "cuda" if cuda_graphs is None else cuda_graphs:
+            self._forward = GraphedForward(self.module)
         self._staging: torch.Tensor | None = None  # page-locked frame buffer (stylize_frames, CUDA)
 
     @classmethod

@@ -131,6 +131,7 @@ def run(cfg: DictConfig) -> Any:
         compile=cfg.compile,
         channels_last=None if cfg.channels_last is None else bool(cfg.channels_last),
         border=int(cfg.border),
+        cuda_graphs=None if cfg.cuda_graphs is None else bool(cfg.cuda_graphs),
     )
     if stylizer.device.type == "cuda":
         # Videos and folders repeat a few sizes: let cuDNN pick the fastest kernels per size. A
