@@ -1,6 +1,6 @@
 """The stylizer's CUDA graphs (fastns.stylize.graphs): the same images as the eager forward.
 
-Needs a CUDA device (skipped elsewhere); benchmarks/gpu_suite.sh runs it on a lent GPU.
+The CUDA tests are skipped without a CUDA device; benchmarks/gpu_suite.sh runs them on a lent GPU.
 """
 
 import pytest
@@ -11,7 +11,7 @@ from fastns.stylize import Stylizer
 from fastns.stylize.graphs import GraphedForward
 from fastns.transformer import DEFAULT_BORDER, CondInstanceNorm2d, TransformerNet
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _net(num_styles: int = 1) -> TransformerNet:
@@ -25,6 +25,7 @@ def _net(num_styles: int = 1) -> TransformerNet:
     return net
 
 
+@needs_cuda
 @pytest.mark.parametrize("size", [(64, 64), (256, 256), (180, 321)])
 def test_graphed_stylizer_matches_eager_and_plain(size):
     net = _net()
@@ -44,6 +45,7 @@ def test_graphed_stylizer_matches_eager_and_plain(size):
     assert (outs[1] - outs[2]).abs().max() > 0.01
 
 
+@needs_cuda
 def test_a_shape_is_captured_on_its_second_use_and_few_are_kept():
     stylizer = Stylizer(_net(), device="cuda")
     graphs = stylizer._forward
@@ -55,6 +57,7 @@ def test_a_shape_is_captured_on_its_second_use_and_few_are_kept():
     assert len(graphs.graphs) == graphs.max_graphs
 
 
+@needs_cuda
 def test_graphed_blends_follow_the_style_weights():
     net = _net(num_styles=2)
     graphed = Stylizer(net, device="cuda")
@@ -63,3 +66,14 @@ def test_graphed_blends_follow_the_style_weights():
     for style in [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.3, 0.7]]:  # captured on the second call
         assert (graphed.stylize(x, style=style) - eager.stylize(x, style=style)).abs().max() < 1e-3
     assert len(graphed._forward.graphs) == 1
+
+
+def test_cuda_graphs_asked_for_on_the_cpu_run_the_network_as_it_is():
+    net = _net()
+    x = torch.rand(1, 3, 40, 56)
+    forced = Stylizer(net, device="cpu", precision="fp32", cuda_graphs=True)
+    plain = Stylizer(net, device="cpu", precision="fp32", cuda_graphs=False)
+    assert isinstance(forced._forward, GraphedForward)
+    for _ in range(3):  # past the second use, where CUDA would capture
+        assert torch.equal(forced.stylize(x), plain.stylize(x))
+    assert not forced._forward.graphs
