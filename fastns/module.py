@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch import nn
 from torchvision.utils import make_grid
 
 from .errors import ConfigError, FastnsError, ModelFileError, gather
@@ -45,6 +46,28 @@ def _drop_loss_weights(module, state_dict, prefix, local_metadata) -> None:
     losses = (prefix + "loss_fn.", prefix + "style_losses.")
     for key in [k for k in state_dict if k.startswith(losses)]:
         del state_dict[key]
+
+
+def run_shifted(
+    net: nn.Module,
+    images: torch.Tensor,
+    border: int,
+    shift: tuple[int, int] = (0, 0),
+    style: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``net(images, border, style)`` with the network's stride-4 grid shifted by ``shift`` = (dy, dx) px.
+
+    The images get ``dy`` rows and ``dx`` columns of reflection above and to the left (more of
+    the border's context), run through the network, and the output is cropped back to their
+    size: the same photo, seen by the network at another phase of its 4 px grid. (0, 0) is
+    exactly ``net(images, border, style)``.
+    """
+    dy, dx = (int(v) for v in shift)
+    if dy == dx == 0:
+        return net(images, border) if style is None else net(images, border, style=style)
+    x = F.pad(images, (dx, 0, dy, 0), mode="reflect")
+    out = net(x, border) if style is None else net(x, border, style=style)
+    return out[..., dy:, dx:]
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -86,6 +109,10 @@ class StyleTransferModule(pl.LightningModule):
             the stylizer's border (:data:`~fastns.transformer.DEFAULT_BORDER`) the network is
             trained exactly as users run it. 0 (the paper) trains it on the bare crop, whose
             edges it learns to locate and paint for, which users' images do not have.
+        phase_jitter: in training, shift the network's stride-4 grid against each batch's crops
+            by a random 0–3 px down and right (:func:`run_shifted`), so that a pattern the
+            network lays on its own 4 px grid does not sit at one phase of VGG's pooling grid;
+            validation and users' images keep phase 0.
     """
 
     def __init__(
@@ -108,6 +135,7 @@ class StyleTransferModule(pl.LightningModule):
         seed: int = 0,
         style_sampling: str = "image",
         border: int = 0,
+        phase_jitter: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
@@ -407,11 +435,14 @@ class StyleTransferModule(pl.LightningModule):
             moved, flow, valid = moved_frame(content, self.loss_fn.motion, generator)
             inputs = torch.cat([content, moved])
         net = getattr(self, "_net_step", self.net)
-        if self.net.num_styles == 1:
-            out = net(inputs, self.border)
-        else:
+        weights = None
+        if self.net.num_styles > 1:
             indices = [self.trained[k] for k in styles] * (2 if temporal else 1)
-            out = net(inputs, self.border, style=self.one_hot(indices, inputs.shape[0], inputs.device))
+            weights = self.one_hot(indices, inputs.shape[0], inputs.device)
+        shift = (0, 0)
+        if self.training and self.hparams.get("phase_jitter"):
+            shift = tuple(torch.randint(0, 4, (2,), generator=generator).tolist())
+        out = run_shifted(net, inputs, self.border, shift, weights)
         stylised = out[:batch] if temporal else out
         terms, per_style = self._loss_per_style(stylised, content, styles)
         if temporal:

@@ -215,6 +215,7 @@ def build(
         loss_margin=int(cfg.get("loss_margin") or 0),
         loss_jitter=bool(cfg.get("loss_jitter", False)),
         border=int(cfg.get("border") or 0),
+        phase_jitter=bool(cfg.get("phase_jitter", False)),
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
         seed=int(cfg.seed),

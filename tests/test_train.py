@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fastns.errors import ConfigError, FastnsError
 from fastns.modelfile import load_model
+from fastns.module import run_shifted
 from fastns.train import build, train
 from fastns.transformer import DEFAULT_BORDER, PaddedNet
 
@@ -561,6 +562,22 @@ def test_training_runs_the_network_with_the_stylizers_border(tmp_path, photos, s
     # The recipe trains with the border the stylizer and the exports use by default.
     stylize_border = OmegaConf.load(CONFIGS / "tools" / "stylize.yaml").border
     assert compose("train", []).border == stylize_border == DEFAULT_BORDER
+
+
+def test_phase_jitter_moves_the_networks_grid_in_training_only(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "phase_jitter=true"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    content = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        as_users_run_it = PaddedNet(module.net, 8)(content)
+        assert torch.equal(run_shifted(module.net, content, 8, (0, 0)), module.net(content, 8))
+        module.eval()  # validation and previews: phase 0, the stylizer's
+        assert torch.allclose(module.stylise_and_loss(content)[0], as_users_run_it, atol=1e-6)
+        module.train()
+        outs = [module.stylise_and_loss(content)[0] for _ in range(12)]
+    assert all(o.shape == content.shape for o in outs)
+    # 12 draws of 16 phases: the chance that all are phase 0 is 16^-12.
+    assert any(not torch.allclose(o, as_users_run_it, atol=1e-4) for o in outs)
 
 
 def test_a_negative_border_is_one_line(tmp_path, photos, style_file):
