@@ -45,7 +45,6 @@ class _Graph:
         # thread_local: the video pipeline's decode and encode threads may touch CUDA meanwhile.
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = forward(*args)
-
         self.done = torch.cuda.Event()  # the last caller's copy of the output was taken
         self.done.record()
 
