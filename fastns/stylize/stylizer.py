@@ -113,11 +113,12 @@ class Stylizer:
         self.net = prepare(net, self.device, self.dtype, self.channels_last)
         self.module = PaddedNet(self.net, self.border)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.module
+        graphs = self.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs)
         if compile:
             mode = compile if isinstance(compile, str) else None
             # dynamic=None: the first new size recompiles with symbolic sizes, later sizes reuse it.
             self._forward = torch.compile(self.module, mode=mode)
-        elif self.device.type == "cuda" if cuda_graphs is None else cuda_graphs:
+        elif graphs:
             self._forward = GraphedForward(self.module)
         self._staging: torch.Tensor | None = None  # page-locked frame buffer (stylize_frames, CUDA)
 
