@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu_suite.sh prepare          # speed (issue 17): fills .gpu/ (git-ignored), ~43 MB
 #   bash benchmarks/gpu_suite.sh run              # there, with .gpu/ carried: tables to $OUT or ./gpu_suite/
-#   bash benchmarks/gpu_suite.sh prepare-quality  # quality (issue 11): fills .gpu_quality/, ~45 MB
+#   bash benchmarks/gpu_suite.sh prepare-quality  # quality (issue 11): fills .gpu_quality/, ~57 MiB (PyAV included)
 #   bash benchmarks/gpu_suite.sh quality          # there, with .gpu_quality/ carried
 #   bash benchmarks/gpu_suite.sh session          # one session's single command, with .gpu_quality/ carried:
 #                                                 # the CUDA tests, the stylizer vs plain, Gatys, then a shorter
@@ -44,18 +44,36 @@ if [ "$mode" = prepare-quality ]; then
     Q=$ROOT/.gpu_quality
     grep -qx '/.gpu_quality/' .git/info/exclude 2>/dev/null || echo '/.gpu_quality/' >>.git/info/exclude
     rm -rf "$Q" && mkdir -p "$Q/whl" "$Q/photos" "$Q/styles"
+    plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        -d "$Q/whl" hydra-core==1.3.8 omegaconf==2.3.1 platformdirs || exit 1
+        $plat -d "$Q/whl" av==18.1.0 hydra-core==1.3.8 omegaconf==2.3.1 platformdirs || exit 1
     python3 -m pip wheel -q --no-deps -w "$Q/whl" antlr4-python3-runtime==4.9.3 || exit 1
-    cp -r "$SHARED/data/photos/train" "$Q/photos/" || exit 1
+    # The training photos at the size training reads them (shorter side 256, fastns.data.square_crop's
+    # resampling), so that PyAV fits in the 64 MB that travel beside them.
+    python3 - "$SHARED/data/photos/train" "$Q/photos/train" <<'PY' || exit 1
+import sys
+from pathlib import Path
+from PIL import Image
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+dst.mkdir(parents=True, exist_ok=True)
+for f in sorted(src.glob("*.jpg")):
+    im = Image.open(f).convert("RGB")
+    w, h = im.size
+    s = 256 / min(w, h)
+    if s < 1:
+        im = im.resize((max(256, round(w * s)), max(256, round(h * s))), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    im.save(dst / f.name, quality=90)
+PY
     # Validation and evaluation use the first 8 validation photos only (data.val_size, max_images).
     mkdir -p "$Q/photos/val"
     find "$SHARED/data/photos/val" -maxdepth 1 -name '*.jpg' | sort | head -8 | xargs -I{} cp {} "$Q/photos/val/"
     cp "$SHARED"/data/styles/*.jpg "$Q/styles/" || exit 1
+    # The offline VGG16 up to conv4_3 (all the default loss reads: relu1_2 ... relu4_3), in float16.
     python3 - "$SHARED/weights/vgg16_hed_features.pth" "$Q/vgg16_fp16.pth" <<'PY' || exit 1
 import sys, torch
 sd = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-torch.save({k: v.half() for k, v in sd.items()}, sys.argv[2])
+keep = {k: v.half() for k, v in sd.items() if int(k.removeprefix("features.").split(".")[0]) <= 21}
+torch.save(keep, sys.argv[2])
 PY
     du -sh "$Q"
     echo "carry .gpu_quality; run: bash benchmarks/gpu_suite.sh quality"
@@ -68,8 +86,7 @@ fi
 [ "$mode" = run ] || GPU=$ROOT/.gpu_quality
 
 export PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-needs="import hydra"
-[ "$mode" = run ] && needs="import hydra, av"
+needs="import hydra, av"
 if ls "$GPU"/whl/*.whl >/dev/null 2>&1 && ! python3 -c "$needs" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         "$GPU"/whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site || exit 1
@@ -226,8 +243,8 @@ if [ "$mode" = session ]; then
         step "Stylizer" python3 benchmarks/bench_stylize.py $stylize_args --variants opt eager
         step "Gatys" python3 benchmarks/bench_gatys.py $gatys_args
     else
-        step "Stylizer: default path (CUDA graphs) and eager vs plain (goal: >= plain everywhere)" \
-            timeout 150 python3 benchmarks/bench_stylize.py --device cuda --variants opt eager --batches 1 4
+        step "Stylizer: default path (CUDA graphs) and eager vs plain (goal: >= plain everywhere; 1080p video >= 60 fps)" \
+            timeout 180 python3 benchmarks/bench_stylize.py --device cuda --variants opt eager --batches 1 4 --video 300
         step "Gatys: one iteration vs the plain reference; 500 iterations at 512 px" \
             timeout 80 python3 benchmarks/bench_gatys.py --device cuda --sizes 512 --repeats 3 \
             --run-size 512 --run-iterations 500 --precisions fp32 bf16
