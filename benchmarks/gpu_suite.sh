@@ -219,7 +219,7 @@ a = json.load(open(sys.argv[1]))["aggregate"]
 loss, grid = a["network_loss"], a["grid"]["network"]
 it = a["equivalent_iterations"]["noise"]
 its = f"{it['median']}" + ("" if it["reached"] == it["images"] else f" ({it['reached']}/{it['images']} reached)")
-step = torch.load(sys.argv[3], map_location="cpu", weights_only=False).get("global_step", "?")  # our own file
+step = torch.load(sys.argv[3], map_location="cpu", weights_only=True).get("global_step", "?")
 print(f"| {sys.argv[2]} (step {step}) | {its} | {loss['total']['median']:.3f} | {loss['content']['median']:.3f} "
       f"| {loss['style']['median']:.3f} | {grid['mean']:.2f} |")
 PY
