@@ -101,6 +101,10 @@ class StyleTransferModule(pl.LightningModule):
         train_only: ``"norms"``: train only the γ, β of the styles being trained (the default when
             ``init_from`` and ``styles`` add styles, whose existing styles then stay bit-identical);
             ``"all"`` (the default otherwise): every parameter.
+        norms_lr: ``train_only=norms``: the optimiser's learning rate for the γ, β, decayed along a
+            cosine to 1e-5 over the run unless ``scheduler`` is given. A few thousand γ, β take a
+            10x higher rate than the convolutions, which only pays with the decay (docs/train.md,
+            "Adding a style"). ``None``: the optimiser's own rate and schedule.
         seed: seeds the per-step draw of the style (several styles).
         style_sampling: ``"image"``: each photo of the batch gets its own style drawn at random;
             ``"batch"``: each step trains the whole batch on one (several styles).
@@ -132,6 +136,7 @@ class StyleTransferModule(pl.LightningModule):
         loss_jitter: bool = False,
         styles: list[dict[str, Any]] | None = None,
         train_only: str | None = None,
+        norms_lr: float | None = None,
         seed: int = 0,
         style_sampling: str = "image",
         border: int = 0,
@@ -668,8 +673,21 @@ class StyleTransferModule(pl.LightningModule):
     def configure_optimizers(self):
         opt_cfg = self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
         params = [p for p in self.net.parameters() if p.requires_grad]  # train_only=norms: γ, β only
+        norms_lr = self.hparams.get("norms_lr") if self.train_only == "norms" else None
+        if norms_lr:
+            opt_cfg = {**opt_cfg, "lr": float(norms_lr)}
         optimizer = instantiate(opt_cfg)(params=params)
-        if not self.hparams.scheduler:
+        if self.hparams.scheduler:
+            scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        elif norms_lr and self._trainer is not None:
+            steps = (
+                self.trainer.max_steps
+                if self.trainer.max_steps > 0
+                else self.trainer.estimated_stepping_batches
+            )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, int(steps)), eta_min=1e-5
+            )
+        else:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

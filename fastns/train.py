@@ -218,6 +218,7 @@ def build(
         phase_jitter=bool(cfg.get("phase_jitter", False)),
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
+        norms_lr=cfg.get("norms_lr"),
         seed=int(cfg.seed),
         style_sampling=str(cfg.get("style_sampling") or "image"),
     )

@@ -302,6 +302,20 @@ def test_adding_a_style_trains_only_its_norms_and_keeps_the_others_bit_identical
     _, module, _, _ = build(cfg, tmp_path / "run3")
     assert module.style_names == ["one", "third"] and module.net.num_styles == 2
     assert {n for n, p in module.net.named_parameters() if p.requires_grad} == set(norms)
+    # γ, β alone train at norms_lr (10x the paper's rate), decayed along a cosine over the run.
+    trainer, module, _, _ = build(cfg, tmp_path / "run3")
+    module.trainer = trainer
+    setup = module.configure_optimizers()
+    assert setup["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-2)
+    scheduler = setup["lr_scheduler"]["scheduler"]
+    assert (
+        isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+        and scheduler.T_max == trainer.max_steps
+    )
+    cfg = compose("train", [*overrides, f"styles=[{c}]", f"init_from={single}", "norms_lr=null"])
+    assert build(cfg, tmp_path / "run3")[1].configure_optimizers().param_groups[0]["lr"] == pytest.approx(
+        1e-3
+    )
     cfg = compose("train", [*overrides, f"styles=[{c}]", f"init_from={single}", "train_only=all"])
     with pytest.raises(ConfigError, match="train_only=all with init_from adding styles"):
         build(cfg, tmp_path / "run3")
