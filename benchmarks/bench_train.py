@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py                     # CPU (or the GPU when there is one), 128 and 256 px
     python benchmarks/bench_train.py --sizes 256 --steps 20 --precision bf16-mixed   # GPU or AMX CPU
     python benchmarks/bench_train.py --sizes 128 --precision bf16-mixed --temporal-weight 30   # + the temporal loss
+    python benchmarks/bench_train.py --sizes 128 --precision bf16-mixed --compile   # fastns's step under torch.compile
 
 The reference is the step written the straightforward way (as pytorch/examples' fast_neural_style
 does): transformer forward, two full VGG16 passes up to relu4_3 (stylised output and content),
@@ -114,6 +115,11 @@ def main() -> None:
     p.add_argument(
         "--temporal-weight", type=float, default=0.0, help="also time the step with the temporal loss"
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="fastns's step with compile=true (torch.compile of network and loss)",
+    )
     args = p.parse_args()
     device = resolve_device(args.device)
     shared_vgg = SHARED / "weights" / "vgg16_hed_features.pth"
@@ -142,6 +148,7 @@ def main() -> None:
         style=style_cfg,
         image_size=256,
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+        compile=args.compile,
     )
     module.to(device)
     module.prepare_for_training()  # what on_fit_start does in scripts/train.py
@@ -167,7 +174,8 @@ def main() -> None:
         f"# Training step benchmark on {device} ({name}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
     )
     print(
-        f"batch {args.batch}, width {args.width}, VGG16 weights: {Path(weights).name}, fastns precision {args.precision}\n"
+        f"batch {args.batch}, width {args.width}, VGG16 weights: {Path(weights).name}, fastns precision {args.precision}"
+        f"{', compile=true' if args.compile else ''}\n"
     )
     temporal_head = f" fastns + temporal ({args.temporal_weight:g}) s/step |" if stable is not None else ""
     print(
