@@ -235,8 +235,8 @@ def build(
         ),
         stopper,
     ]
-    if cfg.get("scheduler"):
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.get("scheduler") or (module.train_only == "norms" and cfg.get("norms_lr")):
+        callbacks.append(LearningRateMonitor(logging_interval="step"))  # a schedule: show its rate
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=progress_refresh_rate(cfg.trainer)))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)

@@ -280,6 +280,9 @@ def test_adding_a_style_trains_only_its_norms_and_keeps_the_others_bit_identical
     old, _ = load_model(first)
     new, info = load_model(summary["model"])
     assert info.style_names == ["stripes", "waves", "third"] and new.num_styles == 3
+    assert any(
+        t.startswith("lr-") for t in events(tmp_path / "run2").Tags()["scalars"]
+    )  # norms_lr's schedule
     x = torch.rand(2, 3, 36, 28)
     with torch.no_grad():
         for k in range(2):  # the existing styles: bit for bit
