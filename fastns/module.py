@@ -670,12 +670,18 @@ class StyleTransferModule(pl.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------
 
+    @property
+    def norms_lr(self) -> float | None:
+        """The learning rate of γ, β trained alone (``train_only=norms``) along a cosine; else ``None``."""
+        lr = self.hparams.get("norms_lr") if self.train_only == "norms" else None
+        return float(lr) if lr else None
+
     def configure_optimizers(self):
         opt_cfg = self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
         params = [p for p in self.net.parameters() if p.requires_grad]  # train_only=norms: γ, β only
-        norms_lr = self.hparams.get("norms_lr") if self.train_only == "norms" else None
+        norms_lr = self.norms_lr
         if norms_lr:
-            opt_cfg = {**opt_cfg, "lr": float(norms_lr)}
+            opt_cfg = {**opt_cfg, "lr": norms_lr}
         optimizer = instantiate(opt_cfg)(params=params)
         if self.hparams.scheduler:
             scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)

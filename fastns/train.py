@@ -235,7 +235,7 @@ def build(
         ),
         stopper,
     ]
-    if cfg.get("scheduler") or (module.train_only == "norms" and cfg.get("norms_lr")):
+    if cfg.get("scheduler") or module.norms_lr:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # a schedule: show its rate
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=progress_refresh_rate(cfg.trainer)))
