@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from .averaging import PowerEMA, check_sigma_rel
 from .data import ContentDataModule
 from .errors import ConfigError, FastnsError, ModelFileError
 from .modelfile import load_checkpoint, save_model
@@ -199,6 +200,8 @@ def build(
     datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
     check_loss_margin(int(cfg.get("loss_margin") or 0), int(cfg.data.image_size))
     check_border(int(cfg.get("border") or 0))
+    ema = cfg.get("ema")
+    ema = None if ema is None else check_sigma_rel(ema)
     styles = cfg.get("styles")
     module = StyleTransferModule(
         model=_plain(cfg.model),
@@ -224,7 +227,9 @@ def build(
     )
     ckpt_dir = run_dir / "checkpoints"
     stopper = GracefulStop(ckpt_dir)
-    callbacks: list[Callback] = [
+    # The average first: a checkpoint of step N then holds step N's average (resumes match).
+    callbacks: list[Callback] = [] if ema is None else [PowerEMA(ema)]
+    callbacks += [
         ModelCheckpoint(
             dirpath=ckpt_dir,
             filename="step_{step:06d}",
@@ -307,6 +312,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # so that exporting or extending the run starts from where it ended. (Collective in DDP.)
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     summary = module.training_summary()
+    summary["ema"] = cfg.get("ema")  # the weights are the average of the run's end (fastns.averaging)
     summary["run_dir"] = str(run_dir)
     if stopper.requested is not None:
         if trainer.is_global_zero:
