@@ -112,12 +112,15 @@ class PowerEMA(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ready(pl_module)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ready(pl_module)  # after a resume's restore: from here on the average is on the device
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # optimiser steps so far: with accumulation, once per step
         if step <= self._last_step or self.swapped:
             return
         self._last_step = step
-        average = self._ready(pl_module)
+        average = self.average
         pairs = [(average[k], v) for k, v in pl_module.net.state_dict().items() if v.is_floating_point()]
         with torch.no_grad():
             torch._foreach_lerp_([a for a, _ in pairs], [v for _, v in pairs], ema_weight(step, self.gamma))
