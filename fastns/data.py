@@ -4,6 +4,10 @@ Images are found recursively, resized on their shorter side to ``image_size`` an
 ``image_size`` square: a random crop and horizontal flip for training, the centre crop for
 validation. An unreadable file is skipped with a warning (and counted, see ``skipped`` in each
 batch) so that one bad file never stops a long run.
+
+The training order and every crop are functions of the seed and the step (:class:`TrainingOrder`),
+not of a random state that lives in the loader's processes: a run resumed from any checkpoint,
+mid-epoch included, sees the photos and crops the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import ConfigError, ImageError
 from .image import IMAGE_EXTENSIONS, find_images, open_image, pil_to_tensor
@@ -123,6 +128,9 @@ class ContentImages(Dataset):
         files: image paths.
         image_size: the side S of the crops.
         train: random crop + horizontal flip (``True``) or the centre crop (``False``).
+        seed: with ``train``, the crop and flip of key ``k`` (photo ``k mod n``; :class:`TrainingOrder`
+            numbers epoch ``e``'s photos ``e·n + i``) are drawn from (seed, k): the same in every
+            run, whichever process loads it, and different in every epoch.
 
     An unreadable file is replaced by the next readable one; ``skipped`` counts how many were
     passed over for this sample and ``skipped_files`` holds their indices in ``files``
@@ -130,35 +138,35 @@ class ContentImages(Dataset):
     bad file is warned about once per worker.
     """
 
-    def __init__(self, files: Sequence[Path], image_size: int, train: bool = True) -> None:
+    def __init__(self, files: Sequence[Path], image_size: int, train: bool = True, seed: int = 0) -> None:
         if not files:
             raise ConfigError("no content images")
         if image_size < 8:
             raise ConfigError(f"data.image_size={image_size} must be at least 8 px")
         self.files, self.image_size, self.train = list(files), int(image_size), train
+        self.seed = int(seed)
         self._warned: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _load(self, index: int) -> torch.Tensor:
-        # Crops come from the worker's `random` state, which Lightning's seed_everything(workers=True)
-        # seeds per rank and worker: reproducible, yet different in every epoch.
-        rng = random if self.train else None
+    def _load(self, index: int, key: int) -> torch.Tensor:
+        rng = random.Random(f"{self.seed}:{key}") if self.train else None
         im = square_crop(open_image(self.files[index], max_side=self.image_size), self.image_size, rng)
         if rng is not None and rng.random() < 0.5:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return pil_to_tensor(im)[0]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor | int]:
         n = len(self.files)
+        index = key % n
         passed_over = torch.full(
             (MAX_SKIPPED,), -1, dtype=torch.long
         )  # indices of unreadable files, -1 padded
         for skipped in range(min(n, MAX_SKIPPED)):
             i = (index + skipped) % n
             try:
-                return {"image": self._load(i), "skipped": skipped, "skipped_files": passed_over}
+                return {"image": self._load(i, key), "skipped": skipped, "skipped_files": passed_over}
             except ImageError as e:
                 passed_over[skipped] = i
                 if self.files[i] not in self._warned:
@@ -167,6 +175,55 @@ class ContentImages(Dataset):
         raise ImageError(
             f"{self.files[index]}: this and the next {min(n, MAX_SKIPPED) - 1} images are all unreadable"
         )
+
+
+class TrainingOrder(Sampler[int]):
+    """Which photos each training step takes: a function of the seed and the step alone.
+
+    Epoch ``e`` is a permutation of the ``n`` photos drawn from (seed, e). Of each run of
+    ``world_size · batch_size`` photos in it, rank ``r`` takes the ``r``-th ``batch_size`` for one
+    step; an epoch has ``n // (world_size · batch_size)`` steps (at least one: fewer photos than a
+    step are repeated). Photo ``i`` of epoch ``e`` is yielded as the key ``e·n + i``, from which
+    :class:`ContentImages` draws its crop.
+
+    Iteration starts at the step ``start_step()`` returns when it begins: an epoch entered mid-way
+    (a run resumed from a mid-epoch checkpoint) yields only its remaining steps, the ones the
+    uninterrupted run took. Nothing to save in checkpoints, and the same on any number of loader
+    processes.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if n < 1:
+            raise ConfigError("no content images")
+        self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
+        self.rank, self.world_size, self.start_step = int(rank), int(world_size), start_step
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.n // (self.batch_size * self.world_size))
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.batch_size
+
+    def permutation(self, epoch: int) -> list[int]:
+        """The order of the photos in epoch ``epoch``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, first = divmod(int(self.start_step()), self.steps_per_epoch)
+        order = self.permutation(epoch)
+        for step in range(first, self.steps_per_epoch):
+            start = (step * self.world_size + self.rank) * self.batch_size
+            for position in range(start, start + self.batch_size):
+                yield epoch * self.n + order[position % self.n]
 
 
 def _readable(files: Sequence[Path]) -> list[Path]:
@@ -197,6 +254,9 @@ class ContentDataModule(pl.LightningDataModule):
         batch_size: images per step *per device* (4 in the paper).
         val_size: number of fixed validation images (used for the preview grid and val loss).
         num_workers: data-loading worker processes.
+        seed: the training order and crops (:class:`TrainingOrder`); each rank of a distributed
+            run takes its own share of every step, so Lightning's distributed sampler must be
+            off (``use_distributed_sampler=False``, as ``scripts/train.py`` sets it).
     """
 
     def __init__(
@@ -207,11 +267,12 @@ class ContentDataModule(pl.LightningDataModule):
         batch_size: int = 4,
         val_size: int = 8,
         num_workers: int = 4,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.root, self.val_root = root, val_root
         self.image_size, self.batch_size, self.val_size = int(image_size), int(batch_size), int(val_size)
-        self.num_workers = int(num_workers)
+        self.num_workers, self.seed = int(num_workers), int(seed)
         if self.batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size} must be >= 1")
         self.train_set: ContentImages | None = None
@@ -229,21 +290,36 @@ class ContentDataModule(pl.LightningDataModule):
             train_files, val_files = files[: -self.val_size], files[-self.val_size :]
         else:
             train_files, val_files = files, files[: max(self.val_size, 1)]
-        self.train_set = ContentImages(train_files, self.image_size, train=True)
+        self.train_set = ContentImages(train_files, self.image_size, train=True, seed=self.seed)
         self.val_set = ContentImages(_readable(val_files), self.image_size, train=False)
         log.info("content images: %d for training, %d for validation", len(train_files), len(val_files))
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        trainer = self.trainer
+        pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        sampler = None
+        if shuffle:
+            sampler = TrainingOrder(
+                len(dataset),
+                self.batch_size,
+                seed=self.seed,
+                rank=trainer.global_rank if trainer is not None else 0,
+                world_size=trainer.world_size if trainer is not None else 1,
+                start_step=self._steps_done,
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=pin,
-            drop_last=shuffle and len(dataset) >= self.batch_size,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _steps_done(self) -> int:
+        """Training batches already taken by this run (restored from the checkpoint on a resume)."""
+        trainer = self.trainer
+        return 0 if trainer is None else trainer.global_step * trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

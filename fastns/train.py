@@ -196,7 +196,7 @@ def build(
     cfg: DictConfig, run_dir: Path
 ) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, GracefulStop]:
     """Everything ``train`` needs, built from the config (also used by tests)."""
-    datamodule = _DataModule(**_plain(cfg.data))
+    datamodule = _DataModule(**_plain(cfg.data), seed=int(cfg.seed))
     datamodule.setup("fit")  # a missing or empty photo folder fails here, before anything is built or written
     check_loss_margin(int(cfg.get("loss_margin") or 0), int(cfg.data.image_size))
     check_border(int(cfg.get("border") or 0))
@@ -248,18 +248,27 @@ def build(
     precision = resolve_precision(
         cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto")
     )
+    # The data module shares each step's photos among the ranks itself (fastns.data.TrainingOrder).
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), precision=precision
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(run_dir),
+        precision=precision,
+        use_distributed_sampler=False,
     )
     return trainer, module, datamodule, stopper
 
 
 #: Lightning warnings that do not apply here: the loss's VGG is meant to stay in eval mode, small
-#: datasets (the quickstart) have fewer batches per epoch than the logging interval, and the rest are
-#: about Lightning's internals. Silenced while ``train`` runs, not at import.
+#: datasets (the quickstart) have fewer batches per epoch than the logging interval, a run resumed
+#: mid-epoch takes the epoch's remaining photos (fastns.data.TrainingOrder counts from the restored
+#: step; Lightning only knows loaders that save a state of their own), and the rest are about
+#: Lightning's internals. Silenced while ``train`` runs, not at import.
 IGNORED_WARNINGS = (
     r"Found \d+ module\(s\) in eval mode",
     r"The number of training batches .* logging interval",
+    r"You're resuming from a checkpoint that ended before the epoch ended",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You have overridden `on_before_batch_transfer` in `LightningModule`",
     r"Precision bf16-mixed is not supported by the model summary",

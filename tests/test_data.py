@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastns.data import ContentDataModule, ContentImages, dataset_images, resolve_root
+from fastns.data import ContentDataModule, ContentImages, TrainingOrder, dataset_images, resolve_root
 from fastns.errors import ConfigError
 
 from .conftest import make_photo
@@ -36,8 +36,42 @@ def test_crops_are_square_in_range_and_random_for_training(photo_dir):
     assert item["image"].shape == (3, 32, 32) and item["skipped"] == 0
     assert 0 <= item["image"].min() and item["image"].max() <= 1
     assert torch.equal(val[3]["image"], val[3]["image"])  # centre crop: deterministic
-    crops = {tuple(train[5]["image"].flatten()[:50].tolist()) for _ in range(8)}
-    assert len(crops) > 1  # random crop / flip
+    # Random crop / flip: photo 5 in 8 epochs (keys 5 + 6e), each drawn from (seed, key).
+    crops = {tuple(train[5 + 6 * e]["image"].flatten()[:50].tolist()) for e in range(8)}
+    assert len(crops) > 1
+    assert torch.equal(train[11]["image"], ContentImages(files, 32, train=True)[11]["image"])
+    assert not torch.equal(train[11]["image"], ContentImages(files, 32, train=True, seed=1)[11]["image"])
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_training_order_is_a_function_of_the_seed_and_the_step(world_size):
+    n, batch = 20, 2
+
+    def taken(start: int, seed: int = 0) -> list[list[int]]:
+        """Each step's keys, all ranks together, from step ``start`` to the end of its epoch."""
+        ranks = [
+            list(TrainingOrder(n, batch, seed, rank, world_size, start_step=lambda: start))
+            for rank in range(world_size)
+        ]
+        return [sum((r[i : i + batch] for r in ranks), []) for i in range(0, len(ranks[0]), batch)]
+
+    steps = n // (batch * world_size)
+    assert len(TrainingOrder(n, batch, world_size=world_size)) == steps * batch  # per rank
+    epoch0, epoch1 = taken(0), taken(steps)
+    assert len(epoch0) == steps and all(len(s) == batch * world_size for s in epoch0)
+    flat0 = sum(epoch0, [])
+    assert len(set(flat0)) == len(flat0) and all(0 <= k < n for k in flat0)  # no photo twice in an epoch
+    assert all(n <= k < 2 * n for k in sum(epoch1, []))  # epoch 1's keys: n + photo
+    assert [k - n for k in sum(epoch1, [])] != flat0  # a new order every epoch
+    assert taken(0) == epoch0 and taken(0, seed=1) != epoch0
+    # Started mid-epoch (a resumed run): the steps the uninterrupted run took from there.
+    assert taken(2) == epoch0[2:]
+    assert taken(steps + 1) == epoch1[1:]
+
+
+def test_training_order_repeats_photos_when_fewer_than_a_step():
+    keys = list(TrainingOrder(3, 4))
+    assert len(keys) == 4 and sorted(set(keys)) == [0, 1, 2]
 
 
 def test_corrupt_file_is_skipped_and_counted(photo_dir, caplog):

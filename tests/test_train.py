@@ -14,6 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback
+from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fastns.errors import ConfigError, FastnsError
@@ -452,6 +453,31 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, phot
     assert done.returncode == 0, err.decode()[-2000:]
     _, info = load_model(run_dir / "model.safetensors")
     assert info.training["steps"] == finish
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stop", [3, 4])  # mid-epoch (4 steps an epoch here), and an epoch's end
+def test_a_resumed_run_writes_the_network_the_uninterrupted_run_writes(tmp_path, photos, style_file, stop):
+    # The photos, crops and style draws of every step depend only on the seed and the step, so a run
+    # resumed from a checkpoint of step `stop` ends bit for bit where the uninterrupted run ends
+    # (on a CPU; loader processes draw nothing of their own).
+    def args(name: str) -> list[str]:
+        return [
+            *tiny(photos, style_file, tmp_path / name, steps=6),
+            f"checkpoint_every={stop}",
+            "data.num_workers=1",
+            "ema=0.2",
+        ]
+
+    train(compose("train", args("whole")))
+    ckpt = tmp_path / "whole" / "checkpoints" / f"step_{stop:06d}.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == stop
+    train(compose("train", [*args("resumed"), f"ckpt_path={ckpt}"]))
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for k, v in whole.items():
+        assert torch.equal(resumed[k], v), k
 
 
 def test_init_from_starts_from_a_model_file_and_refuses_another_architecture(tmp_path, photos, style_file):
