@@ -58,10 +58,34 @@ def gram_matrix(features: torch.Tensor, low_precision: bool = False) -> torch.Te
     b, c, h, w = features.shape
     if low_precision:
         f = features.reshape(b, c, h * w)
-        return torch.bmm(f, f.transpose(1, 2)).float() / (c * h * w)
+        return _SelfProduct.apply(f).float() / (c * h * w)
     with torch.autocast(device_type=features.device.type, enabled=False):
         f = features.reshape(b, c, h * w).float()
-        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+        return _SelfProduct.apply(f) / (c * h * w)
+
+
+class _SelfProduct(torch.autograd.Function):
+    """``F Fᵀ`` for batched ``F`` ``(B, C, N)``, with the gradient ``(dG + dGᵀ) F`` as one product.
+
+    Autograd of ``bmm(F, Fᵀ)`` sees two uses of ``F`` and computes ``dG F`` and ``dGᵀ F`` apart,
+    then adds two ``(B, C, N)`` tensors: for relu1_2 that is the largest tensor of the loss.
+    Summing the small ``(C, C)`` matrices first costs one product and no addition of features, and
+    in bf16 it rounds once instead of twice. The gradient keeps ``F``'s memory layout (the VGG's
+    features are channels-last), so nothing downstream copies it.
+    """
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return torch.bmm(f, f.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        sym = (grad + grad.transpose(1, 2)).to(f.dtype)
+        if f.stride(1) == 1 and f.shape[1] > 1:  # (B, C, N) viewed from channels-last (B, N, C)
+            return torch.bmm(f.transpose(1, 2), sym).transpose(1, 2)
+        return torch.bmm(sym, f)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastns.losses import PerceptualLoss, content_loss, gram_matrix, grid_loss, style_loss, tv_loss
+from fastns.losses import (
+    PerceptualLoss,
+    _SelfProduct,
+    content_loss,
+    gram_matrix,
+    grid_loss,
+    style_loss,
+    tv_loss,
+)
 from fastns.metrics import grid_pattern
 from fastns.vgg import VGGFeatures
 
@@ -45,6 +53,25 @@ def test_low_precision_grams_round_only_the_result():
         assert gram_matrix(f).dtype == torch.float32
     assert fast.dtype == torch.float32
     assert ((fast - exact).abs() / exact.abs()).max() < 2**-8
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_matrix_gradient_is_exact_and_keeps_the_features_layout(channels_last):
+    # The Gram's hand-written backward ((dG + dGᵀ) F in one product) against numerical
+    # differentiation, for NCHW features and for the VGG's channels-last ones.
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    f64 = torch.rand(2, 3, 4, 5, dtype=torch.float64).to(memory_format=fmt).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: _SelfProduct.apply(f.reshape(2, 3, 20)), (f64,))
+    # Through gram_matrix (float32): autograd's own differentiation of F Fᵀ, in the same layout.
+    f = torch.rand(2, 3, 4, 5).to(memory_format=fmt).requires_grad_(True)
+    target = torch.rand(2, 3, 3)
+    (grad,) = torch.autograd.grad(style_loss(gram_matrix(f), target), f)
+    flat = f.reshape(2, 3, 20)
+    plain = torch.bmm(flat, flat.transpose(1, 2)) / 60
+    (expected,) = torch.autograd.grad(style_loss(plain, target), f)
+    assert torch.allclose(grad, expected, rtol=1e-5, atol=1e-8)
+    assert grad.is_contiguous(memory_format=fmt)
 
 
 def test_term_functions_are_zero_exactly_when_they_should_be():
