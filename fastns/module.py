@@ -359,6 +359,15 @@ class StyleTransferModule(pl.LightningModule):
         rng = self._step_rng(step, 1)
         return [(int(y), int(x)) for y, x in rng.integers(0, 2 * m + 1, size=(batch, 2))]
 
+    def phase_shift(self, step: int | None = None) -> tuple[int, int]:
+        """How far (dy, dx) the network's stride-4 grid is moved against the crop at step ``step``
+        (default: this one): (0, 0) unless ``phase_jitter`` in training, then uniform in 0-3 on
+        each axis, seeded by (seed, rank, step) as the styles are (a stream of its own)."""
+        if not (self.training and self.hparams.get("phase_jitter")):
+            return (0, 0)
+        dy, dx = self._step_rng(step, 2).integers(0, 4, size=2)
+        return (int(dy), int(dx))
+
     def loss_window(self, stylised: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The parts of the stylised and the content images that the loss sees: each less
         ``loss_margin`` px per side, at :meth:`window_offsets`."""
@@ -444,10 +453,7 @@ class StyleTransferModule(pl.LightningModule):
         if self.net.num_styles > 1:
             indices = [self.trained[k] for k in styles] * (2 if temporal else 1)
             weights = self.one_hot(indices, inputs.shape[0], inputs.device)
-        shift = (0, 0)
-        if self.training and self.hparams.get("phase_jitter"):
-            shift = tuple(torch.randint(0, 4, (2,), generator=generator).tolist())
-        out = run_shifted(net, inputs, self.border, shift, weights)
+        out = run_shifted(net, inputs, self.border, self.phase_shift(), weights)
         stylised = out[:batch] if temporal else out
         terms, per_style = self._loss_per_style(stylised, content, styles)
         if temporal:
@@ -532,7 +538,11 @@ class StyleTransferModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         content = batch["image"]  # (B, 3, S, S) in [0, 1]
         styles = self.draw_styles(content.shape[0])
-        _, terms, per_style = self._stylise_and_loss(content, styles)
+        motions = None
+        if self.loss_fn.temporal_weight > 0:  # the step's motions, seeded as its other draws are
+            seed = int(self._step_rng(None, 3).integers(2**62))
+            motions = torch.Generator(content.device).manual_seed(seed)
+        _, terms, per_style = self._stylise_and_loss(content, styles, motions)
         objective = self.training_objective(terms)
         bad = ~torch.isfinite(terms["total"].detach())  # stays on the device
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad

@@ -456,9 +456,18 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, phot
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stop", [3, 4])  # mid-epoch (4 steps an epoch here), and an epoch's end
-def test_a_resumed_run_writes_the_network_the_uninterrupted_run_writes(tmp_path, photos, style_file, stop):
-    # The photos, crops and style draws of every step depend only on the seed and the step, so a run
+@pytest.mark.parametrize(
+    ("stop", "options"),
+    [
+        (3, []),  # mid-epoch (4 steps an epoch here)
+        (4, []),  # an epoch's end
+        (3, ["loss.temporal_weight=10", "phase_jitter=true"]),  # the step's motions and grid phase
+    ],
+)
+def test_a_resumed_run_writes_the_network_the_uninterrupted_run_writes(
+    tmp_path, photos, style_file, stop, options
+):
+    # The photos, crops and draws of every step depend only on the seed and the step, so a run
     # resumed from a checkpoint of step `stop` ends bit for bit where the uninterrupted run ends
     # (on a CPU; loader processes draw nothing of their own).
     def args(name: str) -> list[str]:
@@ -467,6 +476,7 @@ def test_a_resumed_run_writes_the_network_the_uninterrupted_run_writes(tmp_path,
             f"checkpoint_every={stop}",
             "data.num_workers=1",
             "ema=0.2",
+            *options,
         ]
 
     train(compose("train", args("whole")))
@@ -599,11 +609,14 @@ def test_phase_jitter_moves_the_networks_grid_in_training_only(tmp_path, photos,
         assert torch.equal(run_shifted(module.net, content, 8, (0, 0)), module.net(content, 8))
         module.eval()  # validation and previews: phase 0, the stylizer's
         assert torch.allclose(module.stylise_and_loss(content)[0], as_users_run_it, atol=1e-6)
-        module.train()
-        outs = [module.stylise_and_loss(content)[0] for _ in range(12)]
-    assert all(o.shape == content.shape for o in outs)
-    # 12 draws of 16 phases: the chance that all are phase 0 is 16^-12.
-    assert any(not torch.allclose(o, as_users_run_it, atol=1e-4) for o in outs)
+        module.train()  # training: the step's phase
+        assert torch.equal(
+            module.stylise_and_loss(content)[0], run_shifted(module.net, content, 8, module.phase_shift())
+        )
+        assert not torch.allclose(run_shifted(module.net, content, 8, (1, 2)), as_users_run_it, atol=1e-4)
+    shifts = [module.phase_shift(step) for step in range(40)]
+    assert len(set(shifts)) > 8 and all(0 <= dy < 4 and 0 <= dx < 4 for dy, dx in shifts)
+    assert [module.phase_shift(step) for step in range(40)] == shifts  # a resumed run draws the same
 
 
 def test_a_negative_border_is_one_line(tmp_path, photos, style_file):
