@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchvision
 
 from fastns.image import load_image
-from fastns.losses import PerceptualLoss, gram_matrix
+from fastns.losses import PerceptualLoss
 from fastns.optimize import optimize_image
 from fastns.utils import cpu_name, resolve_device
 from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD, layer_names
@@ -104,10 +104,17 @@ def reference_iteration(
         with torch.no_grad():
             fc, fs = run(content), run(style)
         return sum(F.mse_loss(fx[j], fc[j]) for j in content_ids) + sum(
-            F.mse_loss(gram_matrix(fx[j]), gram_matrix(fs[j])) for j in style_ids
+            F.mse_loss(plain_gram(fx[j]), plain_gram(fs[j])) for j in style_ids
         )
 
     return median_iteration(total, content, repeats, device)
+
+
+def plain_gram(features: torch.Tensor) -> torch.Tensor:
+    """The reference's Gram matrix, ``F Fᵀ / (C·H·W)``, differentiated by autograd as written."""
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 def median_iteration(total, content, repeats: int, device) -> float:

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastns.losses import gram_matrix
 from fastns.module import StyleTransferModule
 from fastns.utils import cpu_name, resolve_device
 from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD
@@ -37,6 +36,13 @@ from fastns.vgg import IMAGENET_MEAN, IMAGENET_STD
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 STYLE_LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+
+
+def plain_gram(features: torch.Tensor) -> torch.Tensor:
+    """The reference's Gram matrix, ``F Fᵀ / (C·H·W)``, differentiated by autograd as written."""
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 class ReferenceVGG(nn.Module):
@@ -67,7 +73,7 @@ def reference_step(net, vgg, style_grams, weights, x, opt):
     fx = vgg(x)  # a second full pass, although only relu2_2 is needed for the content loss
     content = cw * F.mse_loss(fy[1], fx[1])
     style = sum(
-        sw * F.mse_loss(gram_matrix(f), g.expand(f.shape[0], -1, -1))
+        sw * F.mse_loss(plain_gram(f), g.expand(f.shape[0], -1, -1))
         for f, g in zip(fy, style_grams, strict=True)
     )
     tv = tw * (
@@ -229,7 +235,7 @@ def _reference_total(net, vgg, grams, lw, x) -> float:
     fy, fx = vgg(y), vgg(x)
     total = cw * F.mse_loss(fy[1], fx[1])
     total = total + sum(
-        sw * F.mse_loss(gram_matrix(f), g.expand(f.shape[0], -1, -1)) for f, g in zip(fy, grams, strict=True)
+        sw * F.mse_loss(plain_gram(f), g.expand(f.shape[0], -1, -1)) for f, g in zip(fy, grams, strict=True)
     )
     total = total + tw * (
         (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
