@@ -456,6 +456,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, phot
 
 
 @pytest.mark.integration
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # resumed into a folder of its own, on purpose
 @pytest.mark.parametrize(
     ("stop", "options"),
     [
