@@ -31,7 +31,7 @@ from .metrics import grid_pattern
 from .modelfile import ModelInfo, load_initial_weights, read_info
 from .motion import moved_frame
 from .style import Style
-from .transformer import CondInstanceNorm2d, TransformerNet
+from .transformer import CondInstanceNorm2d, StyleAffine, TransformerNet
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class StyleTransferModule(pl.LightningModule):
         self._kept: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
         for module in self.net.modules():
             for p in module.parameters(recurse=False):
-                is_norm = isinstance(module, CondInstanceNorm2d) or (
+                is_norm = isinstance(module, CondInstanceNorm2d | StyleAffine) or (
                     self.net.num_styles == 1 and isinstance(module, torch.nn.InstanceNorm2d)
                 )
                 p.requires_grad_(is_norm)

@@ -54,6 +54,10 @@ from torch import nn
 from .errors import ConfigError
 
 NORMS = ("instance", "batch")
+#: How the residual blocks and the decoder keep their activations in scale: ``instance`` (instance
+#: norm, as the encoder) or ``demod`` (no statistics of the activations: each filter scaled to unit
+#: norm, StyleGAN2's weight demodulation, then a per-channel γ, β). :class:`DemodConv2d` says why.
+BODY_NORMS = ("instance", "demod")
 UPSAMPLES = ("nearest", "bilinear", "transpose")
 #: How raw decoder scores become [0, 1] images: ``sigmoid`` (fastns), ``clamp`` (networks imported
 #: from pytorch/examples, whose output is clamped; ``fastns.importers`` folds their 0-255 scale in)
@@ -130,6 +134,63 @@ class CondInstanceNorm2d(nn.Module):
         return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
 
 
+class DemodConv2d(nn.Conv2d):
+    """A convolution whose filters are scaled to unit L2 norm, times ``gain`` (Karras et al. 2020, StyleGAN2).
+
+    It keeps the scale that an instance norm after the convolution would, without the instance norm's
+    statistics of the whole image. Those statistics invite what StyleGAN2 calls droplets: the network
+    learns to put a strong, localised spike in a few channels, which then dominates their variance and
+    so scales them down everywhere else; the spike itself shows as a blotch (in fastns's CPU networks:
+    starry_night's pale moons and dark holes, docs/training.md). A filter of unit norm maps inputs of
+    unit variance to outputs of about unit variance, whatever the image; ``gain=sqrt(2)`` makes up for
+    the ReLU after it.
+
+    The weights start at unit scale (``init_std``, StyleGAN2's equalised learning rate) because Adam's
+    steps are a fixed size per weight: at PyTorch's default initial scale (~0.02 for 128 channels)
+    each step turned the filters by several percent, they lined up with the inputs' correlations
+    (which the unit-norm argument assumes away), each residual block multiplied the activations by
+    5-9 and the output saturated within 40 steps. At unit scale the filters turn ~50x more slowly and
+    the activations stay near the instance-norm network's (docs/training.md, "Droplets").
+    """
+
+    def __init__(self, *args: Any, gain: float = 1.0, init_std: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = float(gain)
+        nn.init.normal_(self.weight, 0.0, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = w * (self.gain * torch.rsqrt(w.float().square().sum((1, 2, 3), keepdim=True) + 1e-8)).to(w.dtype)
+        return self._conv_forward(x, w, self.bias)
+
+
+class StyleAffine(nn.Module):
+    """Per-channel γ, β with no normalisation: the affine part of :class:`CondInstanceNorm2d`.
+
+    ``weight`` and ``bias`` are (N, C): one row per style, mixed by the style weights (B, N); a
+    single-style network (``style=None``) uses its one row.
+    """
+
+    def __init__(self, channels: int, num_styles: int = 1) -> None:
+        super().__init__()
+        self.takes_style = True
+        self.num_features = int(channels)
+        self.num_styles = int(num_styles)
+        self.weight = nn.Parameter(torch.ones(num_styles, channels))
+        self.bias = nn.Parameter(torch.zeros(num_styles, channels))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        if style is None:
+            gamma, beta = self.weight[:1], self.bias[:1]  # (1, C)
+        else:
+            w = style.to(self.weight.dtype)
+            gamma, beta = w @ self.weight, w @ self.bias  # (B, C)
+        return x * gamma.to(x.dtype)[..., None, None] + beta.to(x.dtype)[..., None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_styles={self.num_styles}"
+
+
 class StyleSequential(nn.Sequential):
     """``nn.Sequential`` that hands the style weights to the layers that take them (``takes_style``).
 
@@ -150,6 +211,8 @@ class StyleSequential(nn.Sequential):
 
 
 def _norm(kind: str, channels: int, num_styles: int = 1) -> nn.Module:
+    if kind == "demod":  # the convolution before it is a DemodConv2d
+        return StyleAffine(channels, num_styles)
     if kind == "instance":
         if num_styles > 1:
             return CondInstanceNorm2d(channels, num_styles)
@@ -176,10 +239,15 @@ class ConvLayer(StyleSequential):
         num_styles: int = 1,
     ):
         zeros = kernel // 2 if pad == "zero" else 0
+        if norm == "demod":
+            conv: nn.Module = DemodConv2d(
+                c_in, c_out, kernel, stride=stride, padding=zeros, bias=False, gain=2**0.5 if relu else 1.0
+            )
+        else:  # a norm cancels a bias
+            conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=zeros, bias=norm is None)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(kernel // 2) if pad == "reflect" else nn.Identity(),
-            # a norm cancels a bias
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=zeros, bias=norm is None),
+            conv,
         ]
         if norm is not None:
             layers.append(_norm(norm, c_out, num_styles))
@@ -218,10 +286,11 @@ class UpsampleLayer(StyleSequential):
 
     def __init__(self, c_in: int, c_out: int, norm: str, mode: str, num_styles: int = 1):
         if mode in ("nearest", "bilinear"):
+            conv = DemodConv2d(c_in, c_out, 3, bias=False, gain=2**0.5) if norm == "demod" else None
             layers: list[nn.Module] = [
                 nn.Upsample(scale_factor=2, mode=mode),
                 nn.ReflectionPad2d(1),
-                nn.Conv2d(c_in, c_out, 3, bias=False),
+                conv or nn.Conv2d(c_in, c_out, 3, bias=False),
             ]
         else:
             # The paper's fractionally-strided convolution; padding chosen so the output is exactly x2.
@@ -257,6 +326,9 @@ class TransformerNet(nn.Module):
         tanh_scale: the output scale of ``output="tanh"`` (jcjohnson's ``-tanh_constant``).
         num_styles: N, the styles the network holds (conditional instance norm, module docstring);
             1 (default) is the single-style network. Needs ``norm="instance"``.
+        body_norm: the residual blocks' and the decoder's normalisation (:data:`BODY_NORMS`):
+            ``"instance"`` (default: ``norm``, as the paper) or ``"demod"`` (:class:`DemodConv2d` and
+            :class:`StyleAffine`: no instance statistics, so no droplets; the encoder keeps ``norm``).
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.
@@ -274,9 +346,16 @@ class TransformerNet(nn.Module):
         pixels: str = "rgb",
         tanh_scale: float = 150.0,
         num_styles: int = 1,
+        body_norm: str = "instance",
     ) -> None:
         super().__init__()
         num_styles = int(num_styles)
+        if body_norm not in BODY_NORMS:
+            raise ConfigError(f"model.body_norm={body_norm!r} must be one of {BODY_NORMS}")
+        if body_norm == "demod" and (norm != "instance" or upsample == "transpose" or padding != "reflect"):
+            raise ConfigError(
+                "model.body_norm=demod needs norm=instance, upsample=nearest|bilinear, padding=reflect"
+            )
         if num_styles < 1:
             raise ConfigError(f"model.num_styles={num_styles} must be >= 1")
         if num_styles > 1 and norm != "instance":
@@ -315,6 +394,8 @@ class TransformerNet(nn.Module):
             self.config["pixels"] = pixels
         if num_styles > 1:  # single-style model files stay as they were
             self.config["num_styles"] = num_styles
+        if body_norm != "instance":
+            self.config["body_norm"] = body_norm
         self.num_styles = num_styles
         self.output = output
         self.tanh_scale = float(tanh_scale)
@@ -332,12 +413,13 @@ class TransformerNet(nn.Module):
             ConvLayer(c1, c2, 3, stride=2, norm=norm, pad=pad, num_styles=n),  # d64
             ConvLayer(c2, c3, 3, stride=2, norm=norm, pad=pad, num_styles=n),  # d128
         )
+        body = "demod" if body_norm == "demod" else norm
         self.residuals = StyleSequential(
-            *(ResidualBlock(c3, norm, crop, num_styles=n) for _ in range(num_residual))
+            *(ResidualBlock(c3, body, crop, num_styles=n) for _ in range(num_residual))
         )  # R128 x 5
         self.decoder = StyleSequential(
-            UpsampleLayer(c3, c2, norm, upsample, num_styles=n),  # u64
-            UpsampleLayer(c2, c1, norm, upsample, num_styles=n),  # u32
+            UpsampleLayer(c3, c2, body, upsample, num_styles=n),  # u64
+            UpsampleLayer(c2, c1, body, upsample, num_styles=n),  # u32
             ConvLayer(c1, 3, 9, norm=None, relu=False, pad=pad),  # c9s1-3
         )
 

@@ -23,7 +23,7 @@ from fastns.image import load_image
 from fastns.modelfile import save_model
 from fastns.stylize import Stylizer, inference, run_webcam, stylize_video
 from fastns.stylize.video import frame_slot
-from fastns.transformer import TransformerNet
+from fastns.transformer import StyleAffine, TransformerNet
 
 from .conftest import ROOT, make_photo
 from .conftest import run_script as run_any_script
@@ -36,7 +36,7 @@ def tiny_net(seed: int = 0, **kwargs) -> TransformerNet:
     torch.manual_seed(seed)
     net = TransformerNet(width=0.25, num_residual=1, **kwargs)
     for m in net.modules():
-        if isinstance(m, torch.nn.InstanceNorm2d | torch.nn.BatchNorm2d):
+        if isinstance(m, torch.nn.InstanceNorm2d | torch.nn.BatchNorm2d | StyleAffine):
             torch.nn.init.normal_(m.weight, 1.0, 0.3)
             torch.nn.init.normal_(m.bias, 0.0, 0.3)
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -90,8 +90,14 @@ def test_pil_in_pil_out_and_tensor_in_tensor_out(stylizer, tmp_path):
 
 @pytest.mark.parametrize(
     "kind",
-    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}, {"stem_norm": False}],
-    ids=["instance", "bilinear", "batch", "stem_norm"],
+    [
+        {},
+        {"upsample": "bilinear"},
+        {"norm": "batch", "upsample": "transpose"},
+        {"stem_norm": False},
+        {"body_norm": "demod"},
+    ],
+    ids=["instance", "bilinear", "batch", "stem_norm", "demod"],
 )
 def test_optimised_path_equals_the_plain_network(kind):
     net = tiny_net(**kind)
@@ -106,8 +112,14 @@ def test_optimised_path_equals_the_plain_network(kind):
 
 @pytest.mark.parametrize(
     "kind",
-    [{}, {"upsample": "bilinear"}, {"norm": "batch", "upsample": "transpose"}, {"stem_norm": False}],
-    ids=["instance", "bilinear", "batch", "stem_norm"],
+    [
+        {},
+        {"upsample": "bilinear"},
+        {"norm": "batch", "upsample": "transpose"},
+        {"stem_norm": False},
+        {"body_norm": "demod"},
+    ],
+    ids=["instance", "bilinear", "batch", "stem_norm", "demod"],
 )
 def test_tiled_output_matches_untiled(tmp_path, kind):
     """The issue's check: a mid-size photo, tiled vs untiled, mean abs difference under 2/255."""

@@ -21,10 +21,17 @@ def test_output_has_input_shape_and_range(size):
 
 @pytest.mark.parametrize(
     "norm, upsample",
-    [("instance", "nearest"), ("instance", "bilinear"), ("batch", "transpose"), ("instance", "transpose")],
+    [
+        ("instance", "nearest"),
+        ("instance", "bilinear"),
+        ("batch", "transpose"),
+        ("instance", "transpose"),
+        ("demod", "nearest"),
+    ],
 )
 def test_every_parameter_gets_a_gradient_and_vgg_none(norm, upsample):
-    net = TransformerNet(width=0.25, num_residual=2, norm=norm, upsample=upsample)
+    body = {"body_norm": "demod"} if norm == "demod" else {"norm": norm}
+    net = TransformerNet(width=0.25, num_residual=2, upsample=upsample, **body)
     loss = PerceptualLoss(
         ["relu2_2"],
         ["relu1_2", "relu2_2"],
@@ -64,7 +71,15 @@ def test_instance_norm_output_does_not_depend_on_the_batch():
 
 
 @pytest.mark.parametrize(
-    "kw", [{"norm": "layer"}, {"upsample": "bicubic"}, {"width": 0}, {"num_residual": -1}]
+    "kw",
+    [
+        {"norm": "layer"},
+        {"upsample": "bicubic"},
+        {"width": 0},
+        {"num_residual": -1},
+        {"body_norm": "layer"},
+        {"body_norm": "demod", "upsample": "transpose"},
+    ],
 )
 def test_bad_arguments(kw):
     with pytest.raises(ConfigError):
@@ -83,3 +98,41 @@ def test_a_stem_norm_hides_the_photos_light_and_stem_norm_false_shows_it():
         assert (seeing(x) - seeing(darker)).abs().mean() > 1e-3
     assert seeing.config["stem_norm"] is False and "stem_norm" not in paper.config
     assert TransformerNet(**seeing.config).config == seeing.config
+
+
+def test_a_demodulated_body_has_no_image_wide_statistics():
+    """body_norm=demod: a spike in one corner of the residual blocks' input leaves the far corner's
+    output alone, as it does not with instance norms, whose statistics it would dominate (the
+    droplets of docs/training.md)."""
+    torch.manual_seed(0)
+    feats = torch.rand(1, 32, 24, 24)
+    spiked = feats.clone()
+    spiked[:, :, :2, :2] += 50.0
+    for body_norm, moves in (("instance", True), ("demod", False)):
+        net = TransformerNet(width=0.25, num_residual=2, body_norm=body_norm).eval()
+        with torch.no_grad():
+            a, b = (net.decoder(net.residuals(f)) for f in (feats, spiked))  # (1, 3, 96, 96) scores
+        far = (a - b)[..., -16:, -16:].abs().max()
+        assert (far > 1e-3) if moves else (far == 0), (body_norm, float(far))
+    assert net.config["body_norm"] == "demod" and "body_norm" not in TransformerNet().config
+    again = TransformerNet(**net.config)
+    again.load_state_dict(net.state_dict())  # the model file's description rebuilds it
+
+
+def test_a_demodulated_body_blends_styles_by_their_gamma_and_beta():
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1, num_styles=2, body_norm="demod").eval()
+    for p in net.parameters():
+        if p.dim() == 2:  # every (N, C) γ, β: the two styles differ
+            torch.nn.init.normal_(p, 1.0, 0.5)
+    x = torch.rand(1, 3, 24, 24)
+    single = TransformerNet(width=0.25, num_residual=1, body_norm="demod").eval()
+    shapes = {k: v.shape for k, v in single.state_dict().items()}
+    single.load_state_dict(
+        {k: (v.mean(0) if v.dim() == 2 else v).reshape(shapes[k]) for k, v in net.state_dict().items()}
+    )
+    with torch.no_grad():
+        assert (net(x, style=torch.tensor([0.5, 0.5])) - single(x)).abs().max() < 1e-5
+        assert (
+            net(x, style=torch.tensor([1.0, 0.0])) - net(x, style=torch.tensor([0.0, 1.0]))
+        ).abs().max() > 1e-3
