@@ -261,6 +261,7 @@ COLUMNS = [
     "SSIM",
     "colour dist.",
     "4x4 pattern",
+    "droplets",
     "steps",
     "training (s)",
 ]
@@ -282,6 +283,7 @@ def table_row(r: Result) -> list[str]:
         num(agg["ssim"]["network"]["median"], 3),
         num(agg["color_distance"]["network"]["median"], 3),
         num(agg["grid"]["network"]["mean"], 3),
+        num(agg.get("droplet_share", {}).get("network", {}).get("median"), 2),
         str(training.get("steps", "–")),
         seconds(r.train_seconds),
     ]
@@ -377,7 +379,9 @@ def render_page(
         f"`> {args.gatys_iterations}` if not within the budget (Johnson et al. report 50–100). Losses are the "
         "network's own objective with this VGG (compare rows only under the same VGG). SSIM of the luminance "
         "to the photo (1 = same structure); colour-histogram distance to the painting (0 = same colours); "
-        "4x4 px pattern in 1/255 (photos score below ~1, a cross-hatch several units).",
+        "4x4 px pattern in 1/255 (photos score below ~1, a cross-hatch several units); droplets: the "
+        "share of a channel's variance in its top 0.5 % of pixels at the network's last norm, at 512 px "
+        '(~0.1 clean, 0.2 and up blotches at fixed places; docs/training.md, "Droplets").',
         "",
     ]
     if results:

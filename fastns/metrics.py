@@ -1,7 +1,8 @@
-"""Pure image measurements that need no VGG: grid pattern, colour histograms, luminance SSIM, flicker.
+"""Pure measurements that need no VGG: grid pattern, colour histograms, luminance SSIM, flicker, spikes.
 
 Shared by training (TensorBoard) and ``scripts/evaluate.py``. Every function takes images in
-[0, 1] and returns plain numbers or tensors; none loads a model.
+[0, 1] (:func:`spike_share`: a network's activations) and returns plain numbers or tensors; none
+loads a model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,31 @@ HIST_BINS = 8
 #: SSIM's Gaussian window as in Wang et al. (2004): 11x11 pixels, σ = 1.5.
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
+
+
+#: :func:`spike_share` counts the top 0.5 % of pixels: a droplet covers a few hundred pixels of a
+#: 512 px image, and a Gaussian channel puts about 5 % of its variance there.
+SPIKE_TOP = 0.005
+
+
+def spike_share(features: torch.Tensor, top: float = SPIKE_TOP) -> torch.Tensor:
+    """Share of each channel's variance held by its ``top`` fraction of pixels, for ``(B, C, H, W)``.
+
+    The droplets of Karras et al. (2020, StyleGAN2, section 2): an instance norm divides each
+    channel by its standard deviation over the whole image, so a network can turn a channel down
+    everywhere by putting one strong local spike in it, which shows as a blotch where the spike is.
+    Measured on a normalisation layer's input, the spike holds most of its channel's variance
+    (docs/training.md, "Droplets"); ordinary features spread it (about 0.05 for Gaussian noise).
+
+    Returns:
+        ``(B, C)`` float32 in (0, 1]; a constant channel scores 1 (all of nothing in its top pixels).
+    """
+    x = features.detach().float().flatten(2)  # (B, C, HW)
+    d = (x - x.mean(2, keepdim=True)).square()
+    k = max(1, int(top * d.shape[2]))
+    total = d.sum(2)
+    share = d.topk(k, dim=2).values.sum(2) / total.clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.where(total > 0, share, torch.ones_like(share))
 
 
 def grid_pattern(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:

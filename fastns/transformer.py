@@ -220,6 +220,20 @@ def _norm(kind: str, channels: int, num_styles: int = 1) -> nn.Module:
     return nn.BatchNorm2d(channels)
 
 
+#: Every normalisation layer a network can hold (:func:`_norm`); :func:`last_norm` looks for them.
+NORM_LAYERS = (nn.InstanceNorm2d, nn.BatchNorm2d, CondInstanceNorm2d, StyleAffine)
+
+
+def last_norm(net: nn.Module) -> nn.Module | None:
+    """The last normalisation layer of ``net`` in its forward order (the decoder's), or None.
+
+    Its input is where droplets show (``fastns.metrics.spike_share``). For the training form of
+    the network: ``fastns.stylize.inference.prepare`` replaces the instance norms.
+    """
+    norms = [m for m in net.modules() if isinstance(m, NORM_LAYERS)]
+    return norms[-1] if norms else None
+
+
 class ConvLayer(StyleSequential):
     """Reflection pad + convolution (+ normalisation + ReLU).
 

@@ -34,12 +34,12 @@ def test_tiny_run_writes_a_row_per_style_and_a_sheet(tmp_path):
         rows = [line for line in page.splitlines() if line.startswith(f"| {style} |")]
         assert len(rows) == 1, page
         cells = [c.strip() for c in rows[0].strip("|").split("|")][1:]
-        assert len(cells) == 11
+        assert len(cells) == 12
         # Equivalent Gatys iterations: a count (a median may end in .5) or "> budget".
         for cell in cells[:2]:
             assert re.fullmatch(r"(> )?\d+(\.5)?", cell), cells
         for cell in cells[2:]:
-            float(cell)  # losses, SSIM, colour distance, pattern, steps, seconds: all measured
+            float(cell)  # losses, SSIM, colour distance, pattern, droplets, steps, seconds: all measured
 
     assert "](images/quality_sheet.jpg)" in page
     sheet = Image.open(tmp_path / "images" / "quality_sheet.jpg")

@@ -14,6 +14,7 @@ from fastns.errors import ConfigError, FastnsError
 from fastns.evaluate import (
     REPORT_FILES,
     color_histogram,
+    droplet_share,
     equivalent_iterations,
     find_photos,
     histogram_distance,
@@ -24,9 +25,9 @@ from fastns.evaluate import (
     ssim_luminance,
     summarize_iterations,
 )
-from fastns.metrics import grid_pattern
+from fastns.metrics import grid_pattern, spike_share
 from fastns.modelfile import ModelInfo, save_model
-from fastns.transformer import TransformerNet
+from fastns.transformer import NORM_LAYERS, TransformerNet, last_norm
 
 from .conftest import CONFIGS, ROOT, make_photo
 from .conftest import run_script as run_any_script
@@ -146,6 +147,34 @@ def _info(tiny_loss_cfg, style_sources) -> ModelInfo:
     )
 
 
+def test_spike_share_finds_one_strong_spot_in_a_channel():
+    torch.manual_seed(0)
+    noise = torch.randn(1, 2, 128, 128)
+    share = spike_share(noise)
+    assert share.shape == (1, 2)
+    # the top 0.5 % of Gaussian pixels (|z| > 2.8) hold about 5 % of the variance
+    assert share.min() > 0.03 and share.max() < 0.08
+    spiked = noise.clone()
+    spiked[0, 1, 60:66, 60:66] += 200.0  # one blob: a droplet
+    share = spike_share(spiked)
+    assert share[0, 0] == pytest.approx(float(spike_share(noise)[0, 0])) and share[0, 1] > 0.9
+    assert spike_share(torch.ones(1, 1, 8, 8)).item() == 1.0  # a constant channel: no spread at all
+
+
+@pytest.mark.parametrize("kw", [{}, {"body_norm": "demod"}, {"num_styles": 2}, {"norm": "batch"}])
+def test_droplet_share_hooks_the_last_norm_and_leaves_the_network_as_it_was(kw):
+    net = TransformerNet(width=0.25, num_residual=1, **kw).eval()
+    norm = last_norm(net)
+    assert norm is [m for m in net.decoder.modules() if isinstance(m, NORM_LAYERS)][-1]
+    image = torch.rand(1, 3, 40, 48)
+    style = torch.tensor([0.0, 1.0]) if kw.get("num_styles") else None
+    before = net(image, 8, style)
+    share = droplet_share(net, image, 8, style)
+    assert 0 < share <= 1
+    assert not norm._forward_pre_hooks  # the hook is gone
+    assert torch.equal(net(image, 8, style), before)
+
+
 def test_loss_settings_keep_the_models_objective_and_take_vgg_overrides(tiny_loss_cfg):
     info = _info(tiny_loss_cfg, [])
     same = loss_settings(info, {"vgg": {"arch": None, "weights": None, "pooling": None}}, "m")
@@ -262,6 +291,7 @@ def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_fi
         assert loss["total"] == pytest.approx(loss["content"] + loss["style"] + loss["tv"], rel=1e-5)
         assert -1 <= r["network"]["ssim"] <= 1 and 0 <= r["network"]["color_distance"] <= 1
         assert 0 < r["network"]["grid"] < 255 and 0 < r["content"]["grid"] < 255  # in 1/255 units
+        assert 0 < r["network"]["droplet_share"] <= 1  # measured by default, at droplet_size=512
         assert r["speed"]["network_seconds"] > 0
         for init in ("noise", "content"):
             g = r["gatys"][init]
@@ -292,6 +322,7 @@ def test_script_writes_a_complete_report(monkeypatch, capsys, tmp_path, model_fi
     assert "a.png" in report and "b.jpg" in report and m["command"] in report
     assert "contact_sheet.png" in report and "loss_curves.png" in report
     assert "4x4 px pattern (1/255): network" in report
+    assert m["evaluation"]["droplet_size"] == 512 and "droplet share at 512 px: network" in report
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.format == "PNG" and sheet.width > 6 * 32 and sheet.height > 2 * 32  # 6 columns, 2 rows
     assert Image.open(out / "loss_curves.png").format == "PNG"
@@ -336,6 +367,7 @@ def test_rerun_gives_the_same_numbers_and_can_write_into_the_images_folder(tmp_p
         ("output_is_a_file", "is a file"),
         ("style_gone", "pass style.image="),
         ("bad_init", "gatys_init"),
+        ("tiny_droplet_size", "droplet_size=4"),
         ("bad_vgg_weights", "loss.vgg.weights="),
     ],
 )
@@ -381,6 +413,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         )
     elif case == "bad_init":
         extra = ["gatys_init=[photo]"]
+    elif case == "tiny_droplet_size":
+        extra = ["droplet_size=4"]
     elif case == "bad_vgg_weights":
         extra = [f"loss.vgg.weights={tmp_path / 'vgg16.pth'}"]
     args = [f"model={model}", f"images={images}", f"output={out}", *FAST, *extra]

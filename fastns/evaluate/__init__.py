@@ -25,6 +25,10 @@ the user's own photos, with the model's own loss, and adds two measurements that
 - **Grid pattern**: the strength of a fixed 4x4-pixel pattern (:func:`fastns.metrics.grid_pattern`),
   the cross-hatch a network with two x2 stages can learn (docs/training.md), for the photo, the
   network and the Gatys results. Photos score below ~1 (in 1/255).
+- **Droplets**: at ``droplet_size`` px (512; they do not show at 128), the share of each channel's
+  variance held by its top 0.5 % of pixels at the input of the network's last normalisation layer
+  (:func:`droplet_share`, :func:`fastns.metrics.spike_share`): high where an instance norm has
+  been gamed with one strong local spike, which shows as a blotch at a fixed place.
 
 Choices, and where they depart from the paper:
 
@@ -74,7 +78,7 @@ from .inputs import (
     loss_settings,
     select_styles,
 )
-from .measure import aggregate, evaluate_image, summarize, summarize_iterations, time_call
+from .measure import aggregate, droplet_share, evaluate_image, summarize, summarize_iterations, time_call
 from .report import format_iterations, render_index, render_report, summary_lines
 from .task import run
 
@@ -89,6 +93,7 @@ __all__ = [
     "GatysRun",
     "aggregate",
     "build_model_loss",
+    "droplet_share",
     "color_histogram",
     "equivalent_iterations",
     "evaluate_image",

@@ -2,7 +2,8 @@
 
 :func:`evaluate_image` runs the network and the Gatys optimisations on one photo and returns
 its record (losses, equivalent iterations, speed, SSIM, colour distance, grid pattern);
-:func:`aggregate` turns the records into means and medians. :func:`time_call` is the clock.
+:func:`droplet_share` looks inside the network for droplets; :func:`aggregate` turns the records
+into means and medians. :func:`time_call` is the clock.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 import torch
 
 from ..losses import PerceptualLoss
-from ..metrics import color_histogram, grid_pattern, histogram_distance, ssim_luminance
+from ..metrics import color_histogram, grid_pattern, histogram_distance, spike_share, ssim_luminance
 from ..optimize import white_noise
 from ..stylize import Stylizer
+from ..transformer import PaddedNet, last_norm
 from .gatys import GatysRun, equivalent_iterations, run_gatys
 
 #: Forward passes run before timing the network (first-call allocation, oneDNN/cuDNN kernel choice).
@@ -182,6 +184,32 @@ def evaluate_image(
     return record, pictures
 
 
+def droplet_share(
+    net: torch.nn.Module, image: torch.Tensor, border: int, style: torch.Tensor | None = None
+) -> float | None:
+    """Median over channels of :func:`~fastns.metrics.spike_share` at the input of the last norm.
+
+    ``net``: the network in its training form (a :class:`~fastns.transformer.TransformerNet`, not
+    the stylizer's inference copy, whose folded norms work in place); ``image`` (1, 3, H, W) in
+    [0, 1] on its device, run through the ``border`` as users stylise; ``style``: style weights (N,)
+    of a network of several styles. None when the network has no normalisation layer.
+
+    The decoder's last norm is where the droplets of the recipe's networks were largest
+    (docs/training.md, "Droplets"): about 0.1 without blotches, 0.2 and up with them.
+    """
+    norm = last_norm(net)
+    if norm is None:
+        return None
+    seen: list[torch.Tensor] = []
+    handle = norm.register_forward_pre_hook(lambda _m, args: seen.append(spike_share(args[0])))
+    try:
+        with torch.inference_mode():
+            PaddedNet(net, border)(image.float(), style)
+    finally:
+        handle.remove()
+    return float(seen[-1][0].median())
+
+
 def aggregate(
     records: Sequence[Mapping], inits: Sequence[str], budget: int, speed_iterations: Sequence[int]
 ) -> dict[str, Any]:
@@ -203,6 +231,8 @@ def aggregate(
             "content": summarize([r["content"].get("grid") for r in records]),
             "network": summarize([r["network"].get("grid") for r in records]),
         },
+        # None: not measured (droplet_size=null, or a report from before the measure)
+        "droplet_share": {"network": summarize([r["network"].get("droplet_share") for r in records])},
         "gatys_final_loss": {
             k: summarize([r["gatys"][k]["final_loss"]["total"] for r in records]) for k in inits
         },

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from ..metrics import GRID_PERIOD, HIST_BINS
+from ..metrics import GRID_PERIOD, HIST_BINS, SPIKE_TOP
 from .files import CURVES_FILE, METRICS_FILE, REPORT_FILE, SHEET_FILE
 from .gatys import START_NAMES
 
@@ -92,6 +92,13 @@ def summary_lines(metrics: Mapping) -> list[str]:
             f"Fixed {GRID_PERIOD}x{GRID_PERIOD} px pattern (cross-hatch; in 1/255, photos below ~1): "
             + ", ".join(parts)
             + "."
+        )
+    drops = agg.get("droplet_share", {}).get("network", {}).get("median")
+    if drops is not None:  # droplet_size=null, or a report from before the measure
+        lines.append(
+            f"Droplets at {ev.get('droplet_size')} px (share of a channel's variance in its top "
+            f"{SPIKE_TOP:.1%} of pixels at the network's last norm; ~0.1 clean, 0.2 and up blotches): "
+            f"network {_g(drops, 2)}."
         )
     return lines
 
@@ -233,6 +240,11 @@ def render_report(metrics: Mapping) -> str:
                     _g(s["median"], 2),
                 ]
             )
+    s = agg.get("droplet_share", {}).get("network")
+    if s and s["median"] is not None:
+        rows.append(
+            [f"droplet share at {ev.get('droplet_size')} px: network", _g(s["mean"], 2), _g(s["median"], 2)]
+        )
     out += [f"## Aggregate ({n} images)", ""] + _table(["metric", "mean", "median"], rows) + [""]
 
     # Speed, Johnson et al. Table 1.
@@ -353,6 +365,12 @@ def render_report(metrics: Mapping) -> str:
         "mean pixel at each position of every block), and the RMS of that pattern. Image content averages out: photos and Gatys results score below ~1. A network "
         "that paints a fixed texture locked to its two x2 stages (a fine cross-hatch) scores several "
         "units; docs/training.md shows what the numbers look like.",
+        "- **Droplet share** (0–1; measured at `droplet_size` px through the border): at the input of "
+        "the network's last normalisation layer, the share of each channel's variance held by its "
+        f"top {SPIKE_TOP:.1%} of pixels, median over channels. An instance norm lets a network turn "
+        "a channel down everywhere with one strong local spike, which shows as a blotch at a fixed "
+        "place (the droplets of Karras et al. 2020); about 0.05 for noise, ~0.1 for a network "
+        'without them, 0.2 and up with them (docs/training.md, "Droplets").',
         "",
         "## Settings",
         "",

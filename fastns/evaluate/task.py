@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, ImageError
 from ..hub import sha256_file
 from ..image import MIN_SIDE, load_image
-from ..metrics import GRID_PERIOD, HIST_BINS, SSIM_SIGMA, color_histogram
+from ..metrics import GRID_PERIOD, HIST_BINS, SPIKE_TOP, SSIM_SIGMA, color_histogram
 from ..stylize import Stylizer
 from ..stylize.temporal import make_temporal
 from ..utils import as_list, atomic_write, cpu_name, resolve_device
@@ -42,7 +42,7 @@ from .inputs import (
     loss_settings,
     select_styles,
 )
-from .measure import aggregate, evaluate_image
+from .measure import aggregate, droplet_share, evaluate_image
 from .report import format_iterations, render_index, render_report, summary_lines
 from .video import VIDEO_REPORT_FILES, evaluate_video
 
@@ -116,6 +116,9 @@ def run(cfg: DictConfig) -> Path:
     if timing_runs < 1:
         raise ConfigError(f"timing_runs={timing_runs} must be >= 1")
     seed = int(cfg.seed)
+    droplet_size = cfg.get("droplet_size")
+    if droplet_size is not None and int(droplet_size) < MIN_SIDE:
+        raise ConfigError(f"droplet_size={droplet_size} must be at least {MIN_SIDE} px, or null")
     device = resolve_device(cfg.device)
     torch.manual_seed(seed)
 
@@ -161,6 +164,8 @@ def run(cfg: DictConfig) -> Path:
         timing_runs=timing_runs,
         seed=seed,
         device=device,
+        droplet_size=None if droplet_size is None else int(droplet_size),
+        net=net,
     )
     if len(selected) == 1:
         name, desc = selected[0]
@@ -237,8 +242,14 @@ def _evaluate_style(
     timing_runs: int,
     seed: int,
     device: torch.device,
+    droplet_size: int | None,
+    net: Any,
 ) -> dict[str, Any]:
-    """Evaluate one of the network's styles (``name``; None: its only style) and write its report folder."""
+    """Evaluate one of the network's styles (``name``; None: its only style) and write its report folder.
+
+    ``net``: the network in its training form, for :func:`droplet_share` at ``droplet_size`` px
+    (None: not measured).
+    """
     style_images = style.tensors(style.size, device)
     loss_fn.set_style(style_images, style.blend_weights)
     weights = style.blend_weights or [1.0] * len(style_images)
@@ -285,6 +296,14 @@ def _evaluate_style(
                 on_iteration=lambda: bar.update(1),
                 style=name,
             )
+            if droplet_size is not None:
+                # At a size where droplets show (they are a few blobs at 512 px, not at 128 px).
+                record["network"]["droplet_share"] = droplet_share(
+                    net,
+                    load_image(path, size=droplet_size),
+                    int(cfg.border),
+                    None if name is None else stylizer.style_weights(name).cpu(),
+                )
             # An early-stopped run does not fill its share of the bar: keep the total honest.
             bar.n = (index + 1) * len(inits) * budget
             bar.refresh()
@@ -341,6 +360,8 @@ def _evaluate_style(
             },
             "color_histogram": f"joint RGB, {HIST_BINS}^3 bins, symmetric chi-squared distance (0 = same colours, 1 = disjoint)",
             "ssim": f"scikit-image structural_similarity on BT.601 luminance, Gaussian window sigma {SSIM_SIGMA:g}, data range 1",
+            "droplet_size": droplet_size,
+            "droplet_share": f"median over channels of the share of the variance held by the top {SPIKE_TOP:.1%} of pixels, at the input of the network's last normalisation layer, at droplet_size px",
             "grid": f"RMS of the {GRID_PERIOD}x{GRID_PERIOD} phase-mean pattern of the BT.601 luminance minus its {GRID_PERIOD}x{GRID_PERIOD} moving average, in 1/255",
         },
         "versions": _versions(device),
