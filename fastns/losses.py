@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .metrics import GRID_PERIOD, grid_fold
+from .metrics import GRID_PERIOD, grid_fold, spike_share
 from .motion import MotionSettings
 from .vgg import VGGFeatures
 
@@ -117,6 +117,27 @@ def grid_loss(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
     between the two (it is blind to where features are), which is why it needs its own term.
     """
     return grid_fold(images.float(), period).square().mean()
+
+
+#: :func:`droplet_loss`'s free share: above a Gaussian channel's 0.05 and the 0.07-0.11 of the
+#: encoders' channels, below the 0.24-0.84 of the networks that painted droplets (docs/training.md).
+DROPLET_FREE = 0.2
+
+
+def droplet_loss(norm_inputs: Sequence[torch.Tensor], free: float = DROPLET_FREE) -> torch.Tensor:
+    """Mean over layers and channels of how far each channel's spike share exceeds ``free``.
+
+    ``norm_inputs``: the inputs of a network's normalisation layers
+    (:func:`fastns.transformer.norm_inputs`), each ``(B, C, H, W)``. An instance norm divides each
+    channel by its spread over the whole image, so a network can turn a channel down everywhere
+    by putting one strong local spike in it, which shows as a blotch: the droplets of Karras et al.
+    (2020, StyleGAN2). :func:`fastns.metrics.spike_share` finds them (the share of a channel's
+    variance in its top 0.5 % of pixels); this term charges for each channel's share above
+    ``free`` and nothing below it, so ordinary features, whose variance is spread, cost nothing.
+    """
+    if not norm_inputs:
+        raise ValueError("droplet_loss needs the inputs of at least one normalisation layer")
+    return torch.stack([(spike_share(x) - free).clamp_min(0.0).mean() for x in norm_inputs]).mean()
 
 
 def temporal_loss(

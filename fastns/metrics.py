@@ -41,10 +41,13 @@ def spike_share(features: torch.Tensor, top: float = SPIKE_TOP) -> torch.Tensor:
     Measured on a normalisation layer's input, the spike holds most of its channel's variance
     (docs/training.md, "Droplets"); ordinary features spread it (about 0.05 for Gaussian noise).
 
+    Differentiable (the droplet term of training, :func:`fastns.losses.droplet_loss`, lowers it):
+    measure under ``torch.no_grad`` or ``torch.inference_mode``.
+
     Returns:
         ``(B, C)`` float32 in (0, 1]; a constant channel scores 1 (all of nothing in its top pixels).
     """
-    x = features.detach().float().flatten(2)  # (B, C, HW)
+    x = features.float().flatten(2)  # (B, C, HW)
     d = (x - x.mean(2, keepdim=True)).square()
     k = max(1, int(top * d.shape[2]))
     total = d.sum(2)

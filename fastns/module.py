@@ -11,6 +11,7 @@ measures every style. Adding styles to a trained network (``init_from`` +
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -26,12 +27,12 @@ from torchvision.utils import make_grid
 
 from .errors import ConfigError, FastnsError, ModelFileError, gather
 from .flow import warp
-from .losses import PerceptualLoss, temporal_loss
+from .losses import PerceptualLoss, droplet_loss, temporal_loss
 from .metrics import grid_pattern
 from .modelfile import ModelInfo, load_initial_weights, read_info
 from .motion import moved_frame
 from .style import Style
-from .transformer import CondInstanceNorm2d, StyleAffine, TransformerNet
+from .transformer import CondInstanceNorm2d, StyleAffine, TransformerNet, norm_inputs
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,10 @@ class StyleTransferModule(pl.LightningModule):
             by a random 0–3 px down and right (:func:`run_shifted`), so that a pattern the
             network lays on its own 4 px grid does not sit at one phase of VGG's pooling grid;
             validation and users' images keep phase 0.
+        droplet_weight: weight of the droplet term (:func:`fastns.losses.droplet_loss` over the
+            inputs of every normalisation layer of the network), logged as ``droplet``: it
+            charges for channels whose variance sits in a few pixels, the spikes that instance
+            norms let a network use to dim a channel everywhere and that show as blotches. 0: off.
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class StyleTransferModule(pl.LightningModule):
         style_sampling: str = "image",
         border: int = 0,
         phase_jitter: bool = False,
+        droplet_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts: stored in checkpoints and shown in TensorBoard
@@ -165,6 +171,11 @@ class StyleTransferModule(pl.LightningModule):
                 "train_only=all with init_from adding styles would change the network's existing styles, "
                 "whose style images this run does not train on; use train_only=norms (the default)"
             )
+        if droplet_weight < 0:
+            raise ConfigError(f"droplet_weight={droplet_weight} must be 0 (off) or positive")
+        if droplet_weight > 0 and compile:
+            # The term hooks the norms for each step; a compiled network would retrace on every change.
+            raise ConfigError("droplet_weight > 0 does not work with compile=true yet; set one of them off")
         if style_sampling not in ("batch", "image"):
             raise ConfigError(f"style_sampling={style_sampling!r} must be batch or image")
         self.net = TransformerNet(**model)
@@ -453,9 +464,15 @@ class StyleTransferModule(pl.LightningModule):
         if self.net.num_styles > 1:
             indices = [self.trained[k] for k in styles] * (2 if temporal else 1)
             weights = self.one_hot(indices, inputs.shape[0], inputs.device)
-        out = run_shifted(net, inputs, self.border, self.phase_shift(), weights)
+        droplet_weight = float(self.hparams.get("droplet_weight") or 0.0)
+        with contextlib.ExitStack() as stack:
+            seen = stack.enter_context(norm_inputs(self.net)) if droplet_weight > 0 else None
+            out = run_shifted(net, inputs, self.border, self.phase_shift(), weights)
         stylised = out[:batch] if temporal else out
         terms, per_style = self._loss_per_style(stylised, content, styles)
+        if seen:
+            d = droplet_weight * droplet_loss(seen)
+            terms = {**terms, "droplet": d, "total": terms["total"] + d}
         if temporal:
             # Not detached: both stylisations move toward each other.
             moved_stylised = warp(stylised, flow)

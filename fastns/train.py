@@ -219,6 +219,7 @@ def build(
         loss_jitter=bool(cfg.get("loss_jitter", False)),
         border=int(cfg.get("border") or 0),
         phase_jitter=bool(cfg.get("phase_jitter", False)),
+        droplet_weight=float(cfg.get("droplet_weight") or 0.0),
         styles=None if styles is None else resolve_styles(_plain(styles), _plain(cfg.style)),
         train_only=cfg.get("train_only"),
         norms_lr=cfg.get("norms_lr"),

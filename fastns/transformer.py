@@ -45,6 +45,8 @@ calls the same pieces (:func:`pad_image`, ``encoder``, ``residuals``, ``decoder`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -232,6 +234,27 @@ def last_norm(net: nn.Module) -> nn.Module | None:
     """
     norms = [m for m in net.modules() if isinstance(m, NORM_LAYERS)]
     return norms[-1] if norms else None
+
+
+@contextmanager
+def norm_inputs(net: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The inputs of ``net``'s normalisation layers, in forward order, for the forwards run inside.
+
+    ``with norm_inputs(net) as seen: net(x)`` leaves one tensor per norm and per forward in
+    ``seen``, attached to the graph (the droplet term, :func:`fastns.losses.droplet_loss`, trains
+    through them). The hooks go when the block ends, so no copy or export of ``net`` carries them.
+    """
+    seen: list[torch.Tensor] = []
+    handles = [
+        m.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        for m in net.modules()
+        if isinstance(m, NORM_LAYERS)
+    ]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class ConvLayer(StyleSequential):

@@ -9,12 +9,13 @@ from fastns.losses import (
     PerceptualLoss,
     _SelfProduct,
     content_loss,
+    droplet_loss,
     gram_matrix,
     grid_loss,
     style_loss,
     tv_loss,
 )
-from fastns.metrics import grid_pattern
+from fastns.metrics import grid_pattern, spike_share
 from fastns.vgg import VGGFeatures
 
 
@@ -240,6 +241,23 @@ def test_grid_loss_sees_a_fixed_pattern_and_not_image_detail():
     x = hatched.clone().requires_grad_()
     grid_loss(x).backward()  # its gradient removes the pattern
     assert grid_loss(hatched - 10 * x.grad) < grid_loss(hatched)
+
+
+def test_droplet_loss_charges_a_spiked_channel_and_not_ordinary_features():
+    torch.manual_seed(0)
+    features = torch.randn(2, 4, 64, 64)  # spread variance: a share of ~0.05, under the free 0.2
+    assert droplet_loss([features]) == 0
+    spiked = features.clone()
+    spiked[:, 1, 10:14, 20:24] += 40.0  # one strong local spot, as a droplet
+    x = spiked.clone().requires_grad_()
+    before = droplet_loss([x, features])
+    assert before > 0.05  # one channel of four over two layers: (share ~0.86 - 0.2) / 8
+    before.backward()
+    assert x.grad[:, 0].abs().max() == 0  # ordinary channels get no gradient
+    after = spiked - 20 * x.grad
+    assert spike_share(after)[0, 1] < spike_share(spiked)[0, 1]  # its gradient flattens the spot
+    with pytest.raises(ValueError, match="at least one"):
+        droplet_loss([])
 
 
 def test_grid_weight_adds_a_named_term_to_the_total():

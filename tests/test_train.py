@@ -18,10 +18,11 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fastns.errors import ConfigError, FastnsError
+from fastns.losses import droplet_loss
 from fastns.modelfile import load_model
 from fastns.module import run_shifted
 from fastns.train import build, train
-from fastns.transformer import DEFAULT_BORDER, PaddedNet
+from fastns.transformer import DEFAULT_BORDER, PaddedNet, norm_inputs
 
 from .conftest import CONFIGS, ROOT, compose, make_photo
 from .conftest import run_script as run_any_script
@@ -526,6 +527,37 @@ def test_style_warmup_trains_on_content_first_then_ramps_the_style_in(tmp_path, 
     assert torch.isclose(module.training_objective(terms), expected, rtol=1e-5)
     module.hparams.style_warmup = 1  # warmed up: the loss's own total
     assert torch.equal(module.training_objective(terms), terms["total"])
+
+
+def test_droplet_weight_adds_the_droplet_term_of_the_networks_norms(tmp_path, photos, style_file):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "droplet_weight=2"])
+    _, module, _, _ = build(cfg, tmp_path / "run")
+    content = 0.5 + 0.01 * torch.rand(2, 3, 32, 32)
+    content[:, :, 14:17, 14:17] = 1.0  # a bright spot: a spike at the first norm, as a droplet is
+    terms = module.compute_loss(content)
+    with torch.no_grad(), norm_inputs(module.net) as seen:
+        PaddedNet(module.net, 8)(content)
+    assert terms["droplet"] > 0
+    assert torch.isclose(terms["droplet"], 2 * droplet_loss(seen), rtol=1e-4)
+    others = sum(v for k, v in terms.items() if k in ("content", "style", "tv", "grid", "droplet"))
+    assert torch.isclose(terms["total"], others, rtol=1e-5)  # part of what training minimises
+    terms["total"].backward()
+    assert not any(m._forward_pre_hooks for m in module.net.modules())  # none left for export or stylizing
+    off = compose("train", [*tiny(photos, style_file, tmp_path / "off"), "border=8"])
+    assert "droplet" not in build(off, tmp_path / "off")[1].compute_loss(content)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["droplet_weight=-1"], r"^droplet_weight=-1.0 must be 0 \(off\) or positive"),
+        (["droplet_weight=1", "compile=true"], r"^droplet_weight > 0 does not work with compile=true"),
+    ],
+)
+def test_a_bad_droplet_weight_is_one_line(tmp_path, photos, style_file, option, message):
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), *option])
+    with pytest.raises(ConfigError, match=message):
+        build(cfg, tmp_path / "run")
 
 
 @pytest.mark.parametrize("margin", [0, 4])

@@ -7,7 +7,7 @@ import torch
 
 from fastns.errors import ConfigError
 from fastns.losses import PerceptualLoss
-from fastns.transformer import TransformerNet
+from fastns.transformer import NORM_LAYERS, TransformerNet, norm_inputs
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (17, 64), (8, 9)])
@@ -136,3 +136,20 @@ def test_a_demodulated_body_blends_styles_by_their_gamma_and_beta():
         assert (
             net(x, style=torch.tensor([1.0, 0.0])) - net(x, style=torch.tensor([0.0, 1.0]))
         ).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kw", [{}, {"body_norm": "demod"}, {"num_styles": 2}])
+def test_norm_inputs_sees_every_norm_in_order_and_leaves_no_hook(kw):
+    net = TransformerNet(width=0.25, **kw)
+    norms = [m for m in net.modules() if isinstance(m, NORM_LAYERS)]
+    x = torch.rand(1, 3, 32, 32)
+    with norm_inputs(net) as seen:
+        out = net(x).sum()
+    assert len(seen) == len(norms) and seen[0].shape[-1] == 32 and seen[-1].shape[-1] == 32
+    assert all(t.requires_grad for t in seen)  # attached: a term on them trains the network
+    out.backward()
+    assert not any(m._forward_pre_hooks for m in net.modules())
+    with norm_inputs(net) as again:
+        pass
+    net(x)
+    assert again == []  # nothing is collected outside the block
