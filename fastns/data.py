@@ -13,6 +13,7 @@ mid-epoch included, sees the photos and crops the uninterrupted run would have.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -101,10 +102,18 @@ def resolve_root(root: str | os.PathLike | None, key: str = "data.root") -> list
     return dataset_images(root, key)
 
 
-def square_crop(im: Image.Image, size: int, rng=None) -> Image.Image:
-    """Resize the shorter side to ``size`` and crop a ``size`` square (random if ``rng`` is given)."""
+def square_crop(im: Image.Image, size: int, rng=None, zoom: float = 1.0) -> Image.Image:
+    """Resize the shorter side to ``size`` and crop a ``size`` square (random if ``rng`` is given).
+
+    ``zoom`` > 1, with ``rng``: the shorter side goes to ``size * z`` instead, ``z`` drawn
+    log-uniformly from [1, ``zoom``] and never past the photo's own shorter side, so the square
+    holds a part of the photo at up to the scale users stylise it at.
+    """
     w, h = im.size
     scale = size / min(w, h)
+    top_zoom = min(float(zoom), min(w, h) / size)
+    if rng is not None and top_zoom > 1.0:
+        scale *= math.exp(rng.uniform(0.0, math.log(top_zoom)))
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     if (nw, nh) != (w, h):
         im = im.resize(
@@ -131,6 +140,8 @@ class ContentImages(Dataset):
         seed: with ``train``, the crop and flip of key ``k`` (photo ``k mod n``; :class:`TrainingOrder`
             numbers epoch ``e``'s photos ``e·n + i``) are drawn from (seed, k): the same in every
             run, whichever process loads it, and different in every epoch.
+        zoom: with ``train``, crops of up to this many times the scale of the whole photo at
+            ``image_size`` (:func:`square_crop`); 1: the whole photo's shorter side, as the paper.
 
     An unreadable file is replaced by the next readable one; ``skipped`` counts how many were
     passed over for this sample and ``skipped_files`` holds their indices in ``files``
@@ -138,12 +149,17 @@ class ContentImages(Dataset):
     bad file is warned about once per worker.
     """
 
-    def __init__(self, files: Sequence[Path], image_size: int, train: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, files: Sequence[Path], image_size: int, train: bool = True, seed: int = 0, zoom: float = 1.0
+    ) -> None:
         if not files:
             raise ConfigError("no content images")
         if image_size < 8:
             raise ConfigError(f"data.image_size={image_size} must be at least 8 px")
+        if not zoom >= 1.0:
+            raise ConfigError(f"data.zoom={zoom} must be 1 (whole photos) or more")
         self.files, self.image_size, self.train = list(files), int(image_size), train
+        self.zoom = float(zoom)
         self.seed = int(seed)
         self._warned: set[Path] = set()
 
@@ -152,7 +168,9 @@ class ContentImages(Dataset):
 
     def _load(self, index: int, key: int) -> torch.Tensor:
         rng = random.Random(f"{self.seed}:{key}") if self.train else None
-        im = square_crop(open_image(self.files[index], max_side=self.image_size), self.image_size, rng)
+        zoom = self.zoom if self.train else 1.0
+        side = math.ceil(self.image_size * zoom)
+        im = square_crop(open_image(self.files[index], max_side=side), self.image_size, rng, zoom)
         if rng is not None and rng.random() < 0.5:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return pil_to_tensor(im)[0]
@@ -254,6 +272,7 @@ class ContentDataModule(pl.LightningDataModule):
         batch_size: images per step *per device* (4 in the paper).
         val_size: number of fixed validation images (used for the preview grid and val loss).
         num_workers: data-loading worker processes.
+        zoom: training crops at up to this many times the whole photo's scale (:class:`ContentImages`).
         seed: the training order and crops (:class:`TrainingOrder`); each rank of a distributed
             run takes its own share of every step, so Lightning's distributed sampler must be
             off (``use_distributed_sampler=False``, as ``scripts/train.py`` sets it).
@@ -268,8 +287,10 @@ class ContentDataModule(pl.LightningDataModule):
         val_size: int = 8,
         num_workers: int = 4,
         seed: int = 0,
+        zoom: float = 1.0,
     ) -> None:
         super().__init__()
+        self.zoom = float(zoom)
         self.root, self.val_root = root, val_root
         self.image_size, self.batch_size, self.val_size = int(image_size), int(batch_size), int(val_size)
         self.num_workers, self.seed = int(num_workers), int(seed)
@@ -290,7 +311,9 @@ class ContentDataModule(pl.LightningDataModule):
             train_files, val_files = files[: -self.val_size], files[-self.val_size :]
         else:
             train_files, val_files = files, files[: max(self.val_size, 1)]
-        self.train_set = ContentImages(train_files, self.image_size, train=True, seed=self.seed)
+        self.train_set = ContentImages(
+            train_files, self.image_size, train=True, seed=self.seed, zoom=self.zoom
+        )
         self.val_set = ContentImages(_readable(val_files), self.image_size, train=False)
         log.info("content images: %d for training, %d for validation", len(train_files), len(val_files))
 

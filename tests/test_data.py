@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
+from PIL import Image
 
-from fastns.data import ContentDataModule, ContentImages, TrainingOrder, dataset_images, resolve_root
+from fastns.data import (
+    ContentDataModule,
+    ContentImages,
+    TrainingOrder,
+    dataset_images,
+    resolve_root,
+    square_crop,
+)
 from fastns.errors import ConfigError
 
 from .conftest import make_photo
@@ -41,6 +51,32 @@ def test_crops_are_square_in_range_and_random_for_training(photo_dir):
     assert len(crops) > 1
     assert torch.equal(train[11]["image"], ContentImages(files, 32, train=True)[11]["image"])
     assert not torch.equal(train[11]["image"], ContentImages(files, 32, train=True, seed=1)[11]["image"])
+
+
+def _span(crop: Image.Image) -> int:
+    """How many of the photo's columns a crop of the ramp photo below holds (its red channel is x)."""
+    red = crop.getchannel("R").getextrema()
+    return int(red[1] - red[0])
+
+
+def test_zoom_crops_a_part_of_the_photo_at_up_to_zoom_times_its_scale_and_never_past_its_own():
+    ramp = Image.merge("RGB", [Image.linear_gradient("L").rotate(90).resize((256, 128))] * 3)  # red: 255 - x
+    whole = _span(square_crop(ramp, 32, random.Random(0)))  # the shorter side at 32: 128 of 256 columns
+    assert whole == pytest.approx(127, abs=4)
+    rng = random.Random(0)
+    spans = [_span(square_crop(ramp, 32, rng, zoom=3.0)) for _ in range(200)]
+    assert min(spans) == pytest.approx(127 / 3, abs=4) and max(spans) <= whole  # between 1x and 3x the scale
+    assert len({s // 10 for s in spans}) >= 6  # drawn over the range, not one zoom
+    rng = random.Random(0)
+    native = [_span(square_crop(ramp, 32, rng, zoom=100.0)) for _ in range(200)]
+    assert min(native) >= 31  # 128 px is the photo's own shorter side: at most 4x, never upsampled
+    assert square_crop(ramp, 32, None, zoom=3.0) == square_crop(ramp, 32)  # validation: the whole photo
+    assert _span(square_crop(ramp, 32, random.Random(0), zoom=1.0)) == whole  # 1: the paper's crops
+
+
+def test_a_zoom_below_one_is_one_line(photo_dir):
+    with pytest.raises(ConfigError, match=r"^data.zoom=0.5 must be 1"):
+        ContentImages(dataset_images(photo_dir), 32, zoom=0.5)
 
 
 @pytest.mark.parametrize("world_size", [1, 3])
