@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .metrics import GRID_PERIOD, grid_fold, spike_share
+from .metrics import GRID_PERIOD, SPIKE_TOP, grid_fold, spike_share
 from .motion import MotionSettings
 from .vgg import VGGFeatures
 
@@ -124,7 +124,9 @@ def grid_loss(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
 DROPLET_FREE = 0.2
 
 
-def droplet_loss(norm_inputs: Sequence[torch.Tensor], free: float = DROPLET_FREE) -> torch.Tensor:
+def droplet_loss(
+    norm_inputs: Sequence[torch.Tensor], free: float = DROPLET_FREE, top: float = SPIKE_TOP
+) -> torch.Tensor:
     """Mean over layers and channels of how far each channel's spike share exceeds ``free``.
 
     ``norm_inputs``: the inputs of a network's normalisation layers
@@ -134,10 +136,11 @@ def droplet_loss(norm_inputs: Sequence[torch.Tensor], free: float = DROPLET_FREE
     (2020, StyleGAN2). :func:`fastns.metrics.spike_share` finds them (the share of a channel's
     variance in its top 0.5 % of pixels); this term charges for each channel's share above
     ``free`` and nothing below it, so ordinary features, whose variance is spread, cost nothing.
+    ``top``: the share of pixels counted as the spike (a Gaussian channel scores higher with more).
     """
     if not norm_inputs:
         raise ValueError("droplet_loss needs the inputs of at least one normalisation layer")
-    return torch.stack([(spike_share(x) - free).clamp_min(0.0).mean() for x in norm_inputs]).mean()
+    return torch.stack([(spike_share(x, top) - free).clamp_min(0.0).mean() for x in norm_inputs]).mean()
 
 
 def temporal_loss(
