@@ -381,7 +381,7 @@ def render_page(
         "to the photo (1 = same structure); colour-histogram distance to the painting (0 = same colours); "
         "4x4 px pattern in 1/255 (photos score below ~1, a cross-hatch several units); droplets: the "
         "share of a channel's variance in its top 0.5 % of pixels at the network's last norm, at 512 px "
-        '(~0.1 clean, 0.2 and up blotches at fixed places; docs/training.md, "Droplets").',
+        '(~0.1 clean, 0.2 and up blotches; docs/training.md, "Droplets").',
         "",
     ]
     if results:

@@ -28,7 +28,8 @@ the user's own photos, with the model's own loss, and adds two measurements that
 - **Droplets**: at ``droplet_size`` px (512; they do not show at 128), the share of each channel's
   variance held by its top 0.5 % of pixels at the input of the network's last normalisation layer
   (:func:`droplet_share`, :func:`fastns.metrics.spike_share`): high where an instance norm has
-  been gamed with one strong local spike, which shows as a blotch at a fixed place.
+  been gamed with one strong local spike, which shows as a blotch (on the recipe's networks: flat
+  patches over the photo's smooth bright areas).
 
 Choices, and where they depart from the paper:
 
