@@ -5,6 +5,7 @@
     python benchmarks/bench_train.py --sizes 256 --steps 20 --precision bf16-mixed   # GPU or AMX CPU
     python benchmarks/bench_train.py --sizes 128 --precision bf16-mixed --temporal-weight 30   # + the temporal loss
     python benchmarks/bench_train.py --sizes 128 --precision bf16-mixed --compile   # fastns's step under torch.compile
+    python benchmarks/bench_train.py --sizes 128 --precision bf16-mixed --border 32 --droplet-weight 1   # + the droplet term
 
 The reference is the step written the straightforward way (as pytorch/examples' fast_neural_style
 does): transformer forward, two full VGG16 passes up to relu4_3 (stylised output and content),
@@ -13,7 +14,9 @@ the Gram matrix of every style layer, default Adam, NCHW tensors. The fastns ste
 weights and batch; the table reports both loss values so that "equal loss" can be checked, the
 median seconds per step, steps/s and the speed-up ratio. ``--temporal-weight W`` adds a column: the
 fastns step with ``loss.temporal_weight=W`` (a second, moved copy of the batch through the network),
-timed in the same cell.
+timed in the same cell; ``--droplet-weight W`` one with ``droplet_weight=W`` (the spike share at
+every norm's input). ``--border B`` runs the fastns steps with the training's reflection border
+(the recipe's 32 px; the reference has none).
 """
 
 from __future__ import annotations
@@ -122,6 +125,12 @@ def main() -> None:
         "--temporal-weight", type=float, default=0.0, help="also time the step with the temporal loss"
     )
     p.add_argument(
+        "--droplet-weight", type=float, default=0.0, help="also time the step with the droplet term"
+    )
+    p.add_argument(
+        "--border", type=int, default=0, help="the fastns steps' reflection border (the recipe: 32)"
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="fastns's step with compile=true (torch.compile of network and loss)",
@@ -148,26 +157,37 @@ def main() -> None:
         "tv_weight": 1e6,
         "vgg": {"arch": "vgg16", "weights": weights},
     }
-    module = StyleTransferModule(
-        model={"width": args.width},
-        loss=loss_cfg,
-        style=style_cfg,
-        image_size=256,
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
-        compile=args.compile,
-    )
-    module.to(device)
-    module.prepare_for_training()  # what on_fit_start does in scripts/train.py
-    stable = None
-    if args.temporal_weight > 0:
-        stable = StyleTransferModule(
+
+    def make_module(loss: dict, **options) -> StyleTransferModule:
+        mod = StyleTransferModule(
             model={"width": args.width},
-            loss={**loss_cfg, "temporal_weight": args.temporal_weight},
+            loss=loss,
             style=style_cfg,
             image_size=256,
             optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+            border=args.border,
+            **options,
         ).to(device)
-        stable.prepare_for_training()
+        mod.prepare_for_training()  # what on_fit_start does in scripts/train.py
+        return mod
+
+    module = make_module(loss_cfg, compile=args.compile)
+    # Further fastns steps timed in the same cell: (column head, module).
+    variants = []
+    if args.temporal_weight > 0:
+        variants.append(
+            (
+                f"fastns + temporal ({args.temporal_weight:g})",
+                make_module({**loss_cfg, "temporal_weight": args.temporal_weight}),
+            )
+        )
+    if args.droplet_weight > 0:
+        variants.append(
+            (
+                f"fastns + droplet ({args.droplet_weight:g})",
+                make_module(loss_cfg, droplet_weight=args.droplet_weight),
+            )
+        )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision.startswith("bf16"))
 
     ref_net = copy.deepcopy(module.net).to(memory_format=torch.contiguous_format)
@@ -181,14 +201,14 @@ def main() -> None:
     )
     print(
         f"batch {args.batch}, width {args.width}, VGG16 weights: {Path(weights).name}, fastns precision {args.precision}"
-        f"{', compile=true' if args.compile else ''}\n"
+        f"{', compile=true' if args.compile else ''}, fastns border {args.border} px\n"
     )
-    temporal_head = f" fastns + temporal ({args.temporal_weight:g}) s/step |" if stable is not None else ""
+    heads = "".join(f" {head} s/step |" for head, _ in variants)
     print(
         "| size | reference s/step | fastns s/step | reference steps/s | fastns steps/s | speed-up "
-        f"| loss ref / fastns, first step | after {args.steps + 2} steps |{temporal_head}"
+        f"| loss ref / fastns, first step | after {args.steps + 2} steps |{heads}"
     )
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if stable is not None else ""))
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(variants))
     for size in args.sizes:
         gen = torch.Generator().manual_seed(size)
         x = torch.rand(args.batch, 3, size, size, generator=gen).to(device)
@@ -215,11 +235,11 @@ def main() -> None:
         )
         t_ours, ours_n = median_time(lambda o=opt: fastns_step(module, o), args.steps, device)
         extra = ""
-        if stable is not None:
-            stable.net.load_state_dict(module.net.state_dict())
-            stable_opt = stable.configure_optimizers()
-            t_stable, _ = median_time(lambda o=stable_opt: fastns_step(stable, o), args.steps, device)
-            extra = f" {t_stable:.3f} ({t_stable / t_ours:.2f}x the fastns step) |"
+        for _, variant in variants:
+            variant.net.load_state_dict(module.net.state_dict())
+            variant_opt = variant.configure_optimizers()
+            t_variant, _ = median_time(lambda v=variant, o=variant_opt: fastns_step(v, o), args.steps, device)
+            extra += f" {t_variant:.3f} ({t_variant / t_ours:.2f}x the fastns step) |"
         print(
             f"| {size} | {t_ref:.3f} | {t_ours:.3f} | {1 / t_ref:.2f} | {1 / t_ours:.2f} | {t_ref / t_ours:.2f}x | "
             f"{ref0:.4g} / {ours0:.4g} | {ref_n:.4g} / {ours_n:.4g} |{extra}",
