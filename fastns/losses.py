@@ -123,9 +123,17 @@ def grid_loss(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:
 #: encoders' channels and of networks without blotches; 0.2 left the blotches (docs/training.md).
 DROPLET_FREE = 0.1
 
+#: :func:`droplet_loss` reads every ``DROPLET_STRIDE``-th row and column: a droplet is a blob many
+#: pixels wide, so the sparser grid still holds it, and the term costs a quarter of the memory
+#: traffic of reading every pixel (benchmarks/bench_train.py ``--droplet-weight``).
+DROPLET_STRIDE = 2
+
 
 def droplet_loss(
-    norm_inputs: Sequence[torch.Tensor], free: float = DROPLET_FREE, top: float = SPIKE_TOP
+    norm_inputs: Sequence[torch.Tensor],
+    free: float = DROPLET_FREE,
+    top: float = SPIKE_TOP,
+    stride: int = DROPLET_STRIDE,
 ) -> torch.Tensor:
     """Mean over layers and channels of how far each channel's spike share exceeds ``free``.
 
@@ -137,10 +145,14 @@ def droplet_loss(
     variance in its top 0.5 % of pixels); this term charges for each channel's share above
     ``free`` and nothing below it, so ordinary features, whose variance is spread, cost nothing.
     ``top``: the share of pixels counted as the spike (a Gaussian channel scores higher with more).
+    ``stride``: the spike share is measured on every ``stride``-th row and column only.
     """
     if not norm_inputs:
         raise ValueError("droplet_loss needs the inputs of at least one normalisation layer")
-    return torch.stack([(spike_share(x, top) - free).clamp_min(0.0).mean() for x in norm_inputs]).mean()
+    if stride < 1:
+        raise ValueError(f"droplet_loss stride must be 1 or more, not {stride}")
+    shares = [spike_share(x[..., ::stride, ::stride], top) for x in norm_inputs]
+    return torch.stack([(share - free).clamp_min(0.0).mean() for share in shares]).mean()
 
 
 def temporal_loss(

@@ -260,6 +260,17 @@ def test_droplet_loss_charges_a_spiked_channel_and_not_ordinary_features():
         droplet_loss([])
 
 
+def test_droplet_loss_sees_a_blob_on_its_sparse_grid_as_on_every_pixel():
+    torch.manual_seed(0)
+    spiked = torch.randn(1, 2, 64, 64)
+    spiked[:, 1, 30:36, 11:17] += 40.0  # a droplet is a blob, wider than the stride
+    every_pixel = droplet_loss([spiked], stride=1)
+    assert every_pixel > 0.1
+    assert droplet_loss([spiked]) == pytest.approx(float(every_pixel), rel=0.1)
+    with pytest.raises(ValueError, match="stride"):
+        droplet_loss([spiked], stride=0)
+
+
 def test_grid_weight_adds_a_named_term_to_the_total():
     loss = make_loss(grid_weight=100.0)
     loss.set_style(torch.rand(1, 3, 32, 32))
