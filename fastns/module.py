@@ -32,7 +32,7 @@ from .metrics import grid_pattern
 from .modelfile import ModelInfo, load_initial_weights, read_info
 from .motion import moved_frame
 from .style import Style
-from .transformer import CondInstanceNorm2d, StyleAffine, TransformerNet, norm_inputs
+from .transformer import CondInstanceNorm2d, StyleAffine, TransformerNet, norm_inputs, watch_norm_inputs
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class StyleTransferModule(pl.LightningModule):
             inputs of every normalisation layer of the network), logged as ``droplet``: it
             charges for channels whose variance sits in a few pixels, the spikes that instance
             norms let a network use to dim a channel everywhere and that show as blotches. 0: off.
+            In training only (validation's loss leaves it out).
     """
 
     def __init__(
@@ -173,9 +174,6 @@ class StyleTransferModule(pl.LightningModule):
             )
         if droplet_weight < 0:
             raise ConfigError(f"droplet_weight={droplet_weight} must be 0 (off) or positive")
-        if droplet_weight > 0 and compile:
-            # The term hooks the norms for each step; a compiled network would retrace on every change.
-            raise ConfigError("droplet_weight > 0 does not work with compile=true yet; set one of them off")
         if style_sampling not in ("batch", "image"):
             raise ConfigError(f"style_sampling={style_sampling!r} must be batch or image")
         self.net = TransformerNet(**model)
@@ -303,6 +301,11 @@ class StyleTransferModule(pl.LightningModule):
         for loss in (self.loss_fn, *self.style_losses):
             loss.low_precision_grams = True
         if self.hparams.compile and not getattr(self, "_compiled", False):
+            if float(self.hparams.get("droplet_weight") or 0.0) > 0:
+                # Hooks stay in place from before compiling: torch.compile recompiles whenever a
+                # module's hooks change, so the eager path's per-step hooks would retrace every step.
+                self._watched_norms: list[torch.Tensor] = []
+                watch_norm_inputs(self.net, self._watched_norms, grad_only=True)
             # Plain attributes (not submodules): checkpoints keep the uncompiled names.
             object.__setattr__(self, "_net_step", torch.compile(self.net))
             object.__setattr__(self, "_loss_step", torch.compile(self.loss_fn))
@@ -465,13 +468,13 @@ class StyleTransferModule(pl.LightningModule):
             indices = [self.trained[k] for k in styles] * (2 if temporal else 1)
             weights = self.one_hot(indices, inputs.shape[0], inputs.device)
         droplet_weight = float(self.hparams.get("droplet_weight") or 0.0)
-        with contextlib.ExitStack() as stack:
-            seen = stack.enter_context(norm_inputs(self.net)) if droplet_weight > 0 else None
+        with self._norm_inputs(droplet_weight > 0) as seen:
             out = run_shifted(net, inputs, self.border, self.phase_shift(), weights)
         stylised = out[:batch] if temporal else out
         terms, per_style = self._loss_per_style(stylised, content, styles)
         if seen:
             d = droplet_weight * droplet_loss(seen)
+            seen.clear()  # the graph holds what backward needs; the compiled path's list outlives the step
             terms = {**terms, "droplet": d, "total": terms["total"] + d}
         if temporal:
             # Not detached: both stylisations move toward each other.
@@ -479,6 +482,20 @@ class StyleTransferModule(pl.LightningModule):
             t = self.loss_fn.temporal_weight * temporal_loss(out[batch:], moved_stylised, valid)
             terms = {**terms, "temporal": t, "total": terms["total"] + t}
         return stylised, terms, per_style
+
+    def _norm_inputs(self, wanted: bool) -> contextlib.AbstractContextManager[list[torch.Tensor] | None]:
+        """Where the droplet term finds this forward's norm inputs: None when the term is off.
+
+        A training term only: forwards that record no gradients (validation) leave it out, so
+        that the compiled network's hooks, which collect only then, and the eager ones agree.
+        """
+        if not wanted or not torch.is_grad_enabled():
+            return contextlib.nullcontext(None)
+        watched = getattr(self, "_watched_norms", None)
+        if watched is None:
+            return norm_inputs(self.net)
+        watched.clear()  # the compiled network's hooks, placed once (prepare_for_training)
+        return contextlib.nullcontext(watched)
 
     def compute_loss(self, content: torch.Tensor, style: int | list[int] = 0) -> dict[str, torch.Tensor]:
         """The loss terms of the network's stylisation of ``content`` (what training minimises)."""

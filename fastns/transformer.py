@@ -236,20 +236,31 @@ def last_norm(net: nn.Module) -> nn.Module | None:
     return norms[-1] if norms else None
 
 
+def watch_norm_inputs(net: nn.Module, seen: list[torch.Tensor], grad_only: bool = False) -> list[Any]:
+    """Forward pre-hooks on ``net``'s normalisation layers that append each one's input to ``seen``.
+
+    In forward order, one tensor per norm and per forward, attached to the graph (the droplet term,
+    :func:`fastns.losses.droplet_loss`, trains through them). ``grad_only``: only in forwards that
+    record gradients (training's), so that hooks left in place collect nothing in validation or
+    stylizing. Returns the hooks' handles: ``handle.remove()`` takes each one off.
+    """
+
+    def keep(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not grad_only or torch.is_grad_enabled():
+            seen.append(args[0])
+
+    return [m.register_forward_pre_hook(keep) for m in net.modules() if isinstance(m, NORM_LAYERS)]
+
+
 @contextmanager
 def norm_inputs(net: nn.Module) -> Iterator[list[torch.Tensor]]:
     """The inputs of ``net``'s normalisation layers, in forward order, for the forwards run inside.
 
-    ``with norm_inputs(net) as seen: net(x)`` leaves one tensor per norm and per forward in
-    ``seen``, attached to the graph (the droplet term, :func:`fastns.losses.droplet_loss`, trains
-    through them). The hooks go when the block ends, so no copy or export of ``net`` carries them.
+    ``with norm_inputs(net) as seen: net(x)``: see :func:`watch_norm_inputs`. The hooks go when the
+    block ends, so no copy or export of ``net`` carries them.
     """
     seen: list[torch.Tensor] = []
-    handles = [
-        m.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-        for m in net.modules()
-        if isinstance(m, NORM_LAYERS)
-    ]
+    handles = watch_norm_inputs(net, seen)
     try:
         yield seen
     finally:
