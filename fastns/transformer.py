@@ -377,6 +377,13 @@ class TransformerNet(nn.Module):
         body_norm: the residual blocks' and the decoder's normalisation (:data:`BODY_NORMS`):
             ``"instance"`` (default: ``norm``, as the paper) or ``"demod"`` (:class:`DemodConv2d` and
             :class:`StyleAffine`: no instance statistics, so no droplets; the encoder keeps ``norm``).
+        input_noise: standard deviation of Gaussian noise added to the input (0: none, the paper).
+            A convolutional network turns an area that is flat for more than its receptive field
+            (a white sky at 512 px) into a flat area of one colour; the noise gives it something to
+            paint strokes from there, as Ulyanov et al.'s texture networks (2016) feed it noise. In
+            training fresh noise each forward; otherwise a fixed tile (:func:`noise_tile`) indexed
+            by pixel position, so that an image always gives the same output and video frames
+            share one grain.
 
     The constructor arguments are the network's whole description: ``TransformerNet(**net.config)``
     rebuilds it, and model files store exactly this dict.
@@ -395,9 +402,12 @@ class TransformerNet(nn.Module):
         tanh_scale: float = 150.0,
         num_styles: int = 1,
         body_norm: str = "instance",
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         num_styles = int(num_styles)
+        if not 0 <= float(input_noise) <= 1:
+            raise ConfigError(f"model.input_noise={input_noise} must be in [0, 1]")
         if body_norm not in BODY_NORMS:
             raise ConfigError(f"model.body_norm={body_norm!r} must be one of {BODY_NORMS}")
         if body_norm == "demod" and (norm != "instance" or upsample == "transpose" or padding != "reflect"):
@@ -454,6 +464,7 @@ class TransformerNet(nn.Module):
         crop = 2 if padding == "reflect-start" else 0
         # (1, 3, 1, 1) BGR; a constant, so not in the state dict or model files (persistent=False).
         self.register_buffer("caffe_mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
+        self.set_input_noise(input_noise)
         c1, c2, c3 = (max(1, round(c * width)) for c in (32, 64, 128))
         n = num_styles
         self.encoder = StyleSequential(
@@ -497,6 +508,7 @@ class TransformerNet(nn.Module):
         """
         h, w = images.shape[-2], images.shape[-1]
         s = self.style_weights(style, images)
+        images = self.with_grain(images)
         if self.caffe:
             images = images.flip(1) * 255 - self.caffe_mean  # BGR, 0-255, mean pixel 0
         if self.start_pad:
@@ -508,6 +520,34 @@ class TransformerNet(nn.Module):
         x, b = pad_image(images, border)
         y = self.decoder(self.residuals(self.encoder(x, s), s), s)  # raw scores, (B, 3, H', W')
         return self.head(y[..., b : b + h, b : b + w])
+
+    def set_input_noise(self, std: float) -> None:
+        """Set ``input_noise`` (the constructor's argument); also for a network already built or loaded."""
+        if not 0 <= float(std) <= 1:
+            raise ConfigError(
+                f"input_noise={std} must be in [0, 1] (a standard deviation; pixels are in [0, 1])"
+            )
+        self.input_noise = float(std)
+        self.config.pop("input_noise", None)
+        if self.input_noise:  # model files of networks without it stay as they were
+            self.config["input_noise"] = self.input_noise
+        device = self.caffe_mean.device
+        # Made again from its seed at each construction: not in the state dict or model files.
+        tile = noise_tile().to(device) if self.input_noise else torch.zeros(0, device=device)
+        self.register_buffer("noise", tile, persistent=False)
+
+    def with_grain(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` plus ``input_noise`` times unit noise: fresh in training, else the fixed tile."""
+        if not self.input_noise:
+            return images
+        if self.training:
+            return images + self.input_noise * torch.randn_like(images)
+        t = self.noise.shape[-1]
+        # Gathered by position modulo the tile (no sizes baked in: exported graphs stay dynamic).
+        rows = torch.arange(images.shape[-2], device=images.device) % t
+        cols = torch.arange(images.shape[-1], device=images.device) % t
+        grain = self.noise.to(images.device).index_select(2, rows).index_select(3, cols)
+        return images + self.input_noise * grain.to(images.dtype)
 
     def head(self, scores: torch.Tensor) -> torch.Tensor:
         """The output nonlinearity: raw decoder scores -> images in [0, 1]."""
@@ -521,6 +561,19 @@ class TransformerNet(nn.Module):
         if self.caffe:  # BGR 0-255 minus the mean -> RGB [0, 1]
             y = (y + self.caffe_mean.float()).flip(1) / 255
         return y.clamp(0, 1).to(scores.dtype)
+
+
+#: Side of :func:`noise_tile`, px: a pattern that repeats this far apart does not read as one.
+NOISE_TILE = 256
+
+
+def noise_tile(seed: int = 0) -> torch.Tensor:
+    """The fixed unit Gaussian noise (1, 3, NOISE_TILE, NOISE_TILE) of ``input_noise`` at inference.
+
+    Drawn from a seeded CPU generator, so every machine makes the same tile from nothing stored.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, NOISE_TILE, NOISE_TILE, generator=g)
 
 
 def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:

@@ -29,10 +29,16 @@ def model_file(tmp_path) -> Path:
     return save_model(tmp_path / "tiny.safetensors", tiny_net(), style={"name": "tiny"})
 
 
-@pytest.fixture(params=["nearest", "bilinear", "transpose", "demod"])
+@pytest.fixture(params=["nearest", "bilinear", "transpose", "demod", "input_noise"])
 def any_model_file(tmp_path, request) -> Path:
-    """A model file of each upsampling kind, and of the demodulated body: each exports to the same function."""
-    net = tiny_net(body_norm="demod") if request.param == "demod" else tiny_net(upsample=request.param)
+    """A model file of each upsampling kind, of the demodulated body and with input noise: each
+    exports to the same function."""
+    if request.param in ("demod", "input_noise"):
+        net = tiny_net(
+            **{"demod": {"body_norm": "demod"}, "input_noise": {"input_noise": 0.2}}[request.param]
+        )
+    else:
+        net = tiny_net(upsample=request.param)
     return save_model(tmp_path / "tiny.safetensors", net, style={"name": "tiny"})
 
 

@@ -118,8 +118,9 @@ def test_optimised_path_equals_the_plain_network(kind):
         {"norm": "batch", "upsample": "transpose"},
         {"stem_norm": False},
         {"body_norm": "demod"},
+        {"input_noise": 0.2},
     ],
-    ids=["instance", "bilinear", "batch", "stem_norm", "demod"],
+    ids=["instance", "bilinear", "batch", "stem_norm", "demod", "input_noise"],
 )
 def test_tiled_output_matches_untiled(tmp_path, kind):
     """The issue's check: a mid-size photo, tiled vs untiled, mean abs difference under 2/255."""
@@ -264,6 +265,27 @@ def test_cli_refuses_to_overwrite_inputs_and_bad_models(monkeypatch, capsys, tmp
         monkeypatch, capsys, [f"model={model_file}", f"input={tmp_path}", f"output={tmp_path}"]
     )
     assert code == 2 and "is the input folder" in err
+
+
+@pytest.mark.integration
+def test_cli_input_noise_paints_a_flat_photo_and_a_bad_value_is_one_line(
+    monkeypatch, capsys, tmp_path, model_file
+):
+    sky = tmp_path / "sky.png"
+    Image.new("RGB", (200, 160), (240, 242, 245)).save(sky)  # a white sky, flat past the network's reach
+    outs = {}
+    for noise in ("null", "0.2"):
+        out = tmp_path / f"sky_{noise}.png"
+        code, _, err = run_script(
+            monkeypatch,
+            capsys,
+            [f"model={model_file}", f"input={sky}", f"output={out}", f"input_noise={noise}"],
+        )
+        assert code == 0, err
+        outs[noise] = np.asarray(Image.open(out), dtype=np.float32)[40:-40, 40:-40]
+    assert outs["0.2"].std() > 5 * outs["null"].std()  # strokes where the model's own gives one colour
+    code, _, err = run_script(monkeypatch, capsys, [f"model={model_file}", f"input={sky}", "input_noise=2"])
+    assert code == 2 and "input_noise=2" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.integration

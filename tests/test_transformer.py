@@ -79,6 +79,7 @@ def test_instance_norm_output_does_not_depend_on_the_batch():
         {"num_residual": -1},
         {"body_norm": "layer"},
         {"body_norm": "demod", "upsample": "transpose"},
+        {"input_noise": -0.1},
     ],
 )
 def test_bad_arguments(kw):
@@ -153,3 +154,25 @@ def test_norm_inputs_sees_every_norm_in_order_and_leaves_no_hook(kw):
         pass
     net(x)
     assert again == []  # nothing is collected outside the block
+
+
+def test_input_noise_paints_a_flat_area_the_same_way_every_time():
+    torch.manual_seed(0)
+    plain = TransformerNet(width=0.25, num_residual=1).eval()
+    noisy = TransformerNet(width=0.25, num_residual=1, input_noise=0.1).eval()
+    noisy.load_state_dict(plain.state_dict())  # the same weights: the noise is not in the state dict
+    sky = torch.full((1, 3, 300, 280), 0.95)  # flat for more than the receptive field
+    with torch.no_grad():
+        flat, painted = plain(sky), noisy(sky)
+        # Without noise a flat input gives a nearly flat output; with it, texture.
+        assert painted[..., 40:-40, 40:-40].std() > 5 * flat[..., 40:-40, 40:-40].std()
+        assert torch.equal(painted, noisy(sky))  # a fixed grain: the same image, the same output
+        rebuilt = TransformerNet(**noisy.config).eval()
+        rebuilt.load_state_dict(noisy.state_dict())
+        assert torch.equal(rebuilt(sky), painted)  # the description rebuilds the grain
+        grain = noisy.with_grain(sky) - sky
+        assert torch.equal(grain[..., :44, :], grain[..., 256:, :])  # tiled by position, 256 px apart
+        noisy.train()
+        assert not torch.equal(noisy.with_grain(sky), noisy.with_grain(sky))  # training: fresh noise
+    noisy.set_input_noise(0.0)
+    assert "input_noise" not in noisy.config and torch.equal(noisy.eval()(sky), flat)

@@ -146,6 +146,8 @@ def run(cfg: DictConfig) -> Path:
     loss_fn = build_model_loss(settings, settings["vgg"] != (info.loss.get("vgg") or {}), device)
 
     # The inference path users get (border, folded norms, layout).
+    if cfg.get("input_noise") is not None:
+        net.set_input_noise(float(cfg.input_noise))  # the stylizer and the droplet measure both use it
     stylizer = Stylizer(net, info=info, device=device, precision=str(cfg.precision), border=int(cfg.border))
 
     # One untimed forward and backward pass of the loss: the first one pays for lazy set-up

@@ -35,6 +35,7 @@ CUDA graph per input shape (:mod:`fastns.stylize.graphs`); optional ``torch.comp
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -89,6 +90,10 @@ class Stylizer:
             normalisation kernels lose more in it than cuDNN gains (benchmarks/README_stylize.md).
         border: reflection padding around every image, px (module docstring, point 2). Networks
             imported from jcjohnson/fast-neural-style pad by their own 40 px instead.
+        input_noise: the standard deviation of the fixed grain added to every input
+            (``TransformerNet``'s ``input_noise``), for any network, its own or imported; ``None``
+            (default): the network's own (0 unless it was trained with it). A flat area wider
+            than the network's reach (a white sky) otherwise comes out as one flat colour.
     """
 
     def __init__(
@@ -102,8 +107,12 @@ class Stylizer:
         channels_last: bool | None = None,
         border: int = DEFAULT_BORDER,
         cuda_graphs: bool | None = None,
+        input_noise: float | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        if input_noise is not None and float(input_noise) != net.input_noise:
+            net = copy.deepcopy(net)  # the caller's network keeps its own setting
+            net.set_input_noise(float(input_noise))
         self.dtype = resolve_dtype(str(precision), self.device)
         if int(border) < 0:
             raise ConfigError(f"border={border} must be >= 0")

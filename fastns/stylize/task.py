@@ -132,6 +132,7 @@ def run(cfg: DictConfig) -> Any:
         channels_last=None if cfg.channels_last is None else bool(cfg.channels_last),
         border=int(cfg.border),
         cuda_graphs=None if cfg.cuda_graphs is None else bool(cfg.cuda_graphs),
+        input_noise=None if cfg.get("input_noise") is None else float(cfg.input_noise),
     )
     if stylizer.device.type == "cuda":
         # Videos and folders repeat a few sizes: let cuDNN pick the fastest kernels per size. A

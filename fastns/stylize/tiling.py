@@ -171,7 +171,7 @@ def stylize_tiled(
     pixels: 0.8 GB in fp16 for 8000x6000), plus input and output images on the CPU.
     """
     bsz, _, h, w = images.shape
-    padded, border = pad_image(images, border)  # as TransformerNet.forward
+    padded, border = pad_image(net.with_grain(images), border)  # as TransformerNet.forward
     hp, wp = padded.shape[-2:]
     tile = max(MIN_TILE, tile - tile % 4)
     if style is not None and style.dim() == 1:
