@@ -38,6 +38,17 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]  # no temporary left
 
 
+def test_a_network_trained_with_input_noise_brings_its_grain_back(tmp_path):
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1, input_noise=0.05).eval()
+    path = save_model(tmp_path / "model.safetensors", net, style={"name": "candy"})
+    loaded, info = load_model(path)
+    assert info.model["input_noise"] == 0.05 and loaded.input_noise == 0.05
+    x = torch.full((1, 3, 40, 44), 0.9)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))  # the grain is made again from its seed, not stored
+
+
 def test_loading_needs_no_unpickling(tmp_path, monkeypatch):
     path = save_model(tmp_path / "model.safetensors", _net())
     import pickle
