@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,18 @@ class StyleTransferModule(pl.LightningModule):
         key = [int(self.hparams.get("seed") or 0), int(self.global_rank), int(step), *stream]
         return np.random.default_rng(key)
 
+    @contextlib.contextmanager
+    def _step_noise(self, device: torch.device) -> Iterator[None]:
+        """Within it the global generator draws the step's ``input_noise``, seeded by (seed, rank,
+        step) as the other draws are, and is put back after: a resumed run draws the same grain."""
+        if not self.net.input_noise:
+            yield
+            return
+        # Only the CPU's and the step's CUDA device's states are saved and put back.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(self._step_rng(None, 4).integers(2**62)))
+            yield
+
     def window_offsets(self, batch: int, step: int | None = None) -> list[tuple[int, int]]:
         """Each photo's (top, left) loss-window offset at step ``step`` (default: this one): the
         centre (``loss_margin``, ``loss_margin``) unless ``loss_jitter`` in training, then uniform
@@ -576,7 +589,8 @@ class StyleTransferModule(pl.LightningModule):
         if self.loss_fn.temporal_weight > 0:  # the step's motions, seeded as its other draws are
             seed = int(self._step_rng(None, 3).integers(2**62))
             motions = torch.Generator(content.device).manual_seed(seed)
-        _, terms, per_style = self._stylise_and_loss(content, styles, motions)
+        with self._step_noise(content.device):
+            _, terms, per_style = self._stylise_and_loss(content, styles, motions)
         objective = self.training_objective(terms)
         bad = ~torch.isfinite(terms["total"].detach())  # stays on the device
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad

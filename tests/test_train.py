@@ -464,6 +464,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path, phot
         (3, []),  # mid-epoch (4 steps an epoch here)
         (4, []),  # an epoch's end
         (3, ["loss.temporal_weight=10", "phase_jitter=true"]),  # the step's motions and grid phase
+        (3, ["model.input_noise=0.1", "loss.temporal_weight=10"]),  # the step's input noise
     ],
 )
 def test_a_resumed_run_writes_the_network_the_uninterrupted_run_writes(
