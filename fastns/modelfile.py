@@ -206,8 +206,10 @@ def load_initial_weights(net: TransformerNet, path: str | os.PathLike, key: str 
     if not path.is_file():
         raise ModelFileError(f"{key}={path}: no such model file")
     source, info = load_model(path)
-    theirs = {k: v for k, v in source.config.items() if k != "num_styles"}
-    mine = {k: v for k, v in net.config.items() if k != "num_styles"}
+    # The number of styles may grow, and the input's grain is a setting of the run, not of the weights.
+    settings = ("num_styles", "input_noise")
+    theirs = {k: v for k, v in source.config.items() if k not in settings}
+    mine = {k: v for k, v in net.config.items() if k not in settings}
     if theirs != mine:
         differ = {k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k)}
         name = sorted(differ)[0]
