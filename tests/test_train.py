@@ -50,6 +50,10 @@ def tiny(photos: Path, style_file: Path, run_dir: Path, steps: int = 4) -> list[
     ]
 
 
+#: For tests that compare two forwards of a network in training: each would draw its own input noise.
+NO_NOISE = "model.input_noise=0"
+
+
 def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
     """``scripts/train.py args`` as a separate process (signals reach it as they reach a user's run)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -539,7 +543,9 @@ def test_style_warmup_trains_on_content_first_then_ramps_the_style_in(tmp_path, 
 
 
 def test_droplet_weight_adds_the_droplet_term_of_the_networks_norms(tmp_path, photos, style_file):
-    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "droplet_weight=2"])
+    cfg = compose(
+        "train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "droplet_weight=2", NO_NOISE]
+    )
     _, module, _, _ = build(cfg, tmp_path / "run")
     content = 0.5 + 0.01 * torch.rand(2, 3, 32, 32)
     content[:, :, 14:17, 14:17] = 1.0  # a bright spot: a spike at the first norm, as a droplet is
@@ -552,7 +558,7 @@ def test_droplet_weight_adds_the_droplet_term_of_the_networks_norms(tmp_path, ph
     assert torch.isclose(terms["total"], others, rtol=1e-5)  # part of what training minimises
     terms["total"].backward()
     assert not any(m._forward_pre_hooks for m in module.net.modules())  # none left for export or stylizing
-    off = compose("train", [*tiny(photos, style_file, tmp_path / "off"), "border=8"])
+    off = compose("train", [*tiny(photos, style_file, tmp_path / "off"), "border=8", "droplet_weight=0"])
     assert "droplet" not in build(off, tmp_path / "off")[1].compute_loss(content)
 
 
@@ -560,7 +566,14 @@ def test_droplet_weight_trains_a_compiled_network_without_recompiling(
     tmp_path, photos, style_file, monkeypatch
 ):
     cfg = compose(
-        "train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "droplet_weight=2", "compile=true"]
+        "train",
+        [
+            *tiny(photos, style_file, tmp_path / "run"),
+            "border=8",
+            "droplet_weight=2",
+            "compile=true",
+            NO_NOISE,
+        ],
     )
     _, module, _, _ = build(cfg, tmp_path / "run")
     compile_ = torch.compile  # the same tracing as inductor's, without minutes of C++ code generation
@@ -654,7 +667,7 @@ def test_loss_jitter_moves_each_photos_loss_window_in_training_only(tmp_path, ph
 def test_training_runs_the_network_with_the_stylizers_border(tmp_path, photos, style_file):
     # The network is trained as scripts/stylize.py runs it: the crop reflection-padded by the
     # border, the padding cropped off the output; validation and previews the same.
-    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8"])
+    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", NO_NOISE])
     _, module, _, _ = build(cfg, tmp_path / "run")
     content = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -667,7 +680,9 @@ def test_training_runs_the_network_with_the_stylizers_border(tmp_path, photos, s
 
 
 def test_phase_jitter_moves_the_networks_grid_in_training_only(tmp_path, photos, style_file):
-    cfg = compose("train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "phase_jitter=true"])
+    cfg = compose(
+        "train", [*tiny(photos, style_file, tmp_path / "run"), "border=8", "phase_jitter=true", NO_NOISE]
+    )
     _, module, _, _ = build(cfg, tmp_path / "run")
     content = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
