@@ -511,13 +511,16 @@ def test_init_from_starts_from_a_model_file_and_refuses_another_architecture(tmp
     for name, value in start.state_dict().items():
         assert torch.equal(module.net.state_dict()[name], value), name
 
-    # A network trained without input noise starts a run with it (the grain is the run's setting).
-    cfg.model.input_noise = 0.05
-    _, module, _, _ = build(cfg, tmp_path / "run")
-    assert module.net.input_noise == 0.05
-    for name, value in start.state_dict().items():
-        assert torch.equal(module.net.state_dict()[name], value), name
-    cfg.model.input_noise = 0.0
+    # A network trained without input noise starts a run with it, and the other way round (the
+    # grain is the run's setting, not the architecture).
+    for theirs, mine in ((0.0, 0.05), (0.05, 0.0)):
+        start.set_input_noise(theirs)
+        save_model(tmp_path / "start.safetensors", start)
+        cfg.model.input_noise = mine
+        _, module, _, _ = build(cfg, tmp_path / "run")
+        assert module.net.input_noise == mine
+        for name, value in start.state_dict().items():
+            assert torch.equal(module.net.state_dict()[name], value), name
 
     save_model(tmp_path / "wide.safetensors", TransformerNet(width=0.5, num_residual=1))
     cfg.init_from = str(tmp_path / "wide.safetensors")
