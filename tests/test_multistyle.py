@@ -25,7 +25,7 @@ from fastns.transformer import CondInstanceNorm2d, TransformerNet
 from .conftest import ROOT, compose, make_photo
 from .conftest import run_script as run_any_script
 from .test_stylize import fake_cv2, make_video, probe
-from .test_train import events, photos, tiny  # noqa: F401 (photos: a fixture)
+from .test_train import NO_NOISE, events, photos, tiny  # noqa: F401 (photos: a fixture)
 
 DATA = Path(__file__).parent / "data"
 STYLIZE = ROOT / "scripts" / "stylize.py"
@@ -248,7 +248,7 @@ def test_a_batch_of_mixed_styles_has_the_mean_of_each_photos_own_style_loss(tmp_
                 f"styles=[{a},{b}]",
                 "style_sampling=image",
                 "loss_jitter=false",
-                "model.input_noise=0",
+                NO_NOISE,
             ],
         ),
         tmp_path,
