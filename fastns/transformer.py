@@ -268,6 +268,68 @@ def norm_inputs(net: nn.Module) -> Iterator[list[torch.Tensor]]:
             handle.remove()
 
 
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d`` that pads in its input's dtype under CPU autocast.
+
+    CPU autocast runs reflection padding in float32, so in a ``bf16-mixed`` training step every pad
+    turned the previous layer's bf16 output into float32 and the next convolution cast it back: two
+    more passes over each map, forward and backward, the largest maps of the network included.
+    Padding only copies values, so padding in bf16 gives the convolution its input bit for bit. Its
+    backward (which adds the gradients of mirrored pixels onto theirs) is :func:`fold_reflection`,
+    in bf16 as the convolutions' own gradients: aten's bf16 kernel for it is several times slower
+    than a copy. Elsewhere (float32, GPUs, TorchScript) this is ``nn.ReflectionPad2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.pad(x, self.padding, "reflect")
+        return self._pad_eager(x)
+
+    @torch.jit.unused
+    def _pad_eager(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype != torch.float32 and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return _ReflectionPad.apply(x, tuple(self.padding))
+        return F.pad(x, self.padding, "reflect")
+
+
+class _ReflectionPad(torch.autograd.Function):
+    """``F.pad(x, padding, "reflect")`` with :func:`fold_reflection` as its backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+        ctx.padding = padding
+        return F.pad(x, padding, "reflect")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return fold_reflection(grad, ctx.padding), None
+
+
+def fold_reflection(grad: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """The gradient of a reflection padding by ``padding`` (left, right, top, bottom): ``grad``
+    (B, C, H + top + bottom, W + left + right) with each padded row and column added onto the
+    row or column it mirrors."""
+    left, right, top, bottom = padding
+    h, w = grad.shape[-2] - top - bottom, grad.shape[-1] - left - right
+    # A slice of a channels-last gradient is not dense, so a plain clone would turn it NCHW.
+    channels_last = (
+        grad.dim() == 4 and not grad.is_contiguous() and grad.is_contiguous(memory_format=torch.channels_last)
+    )
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    rows = grad[..., top : top + h, :].clone(memory_format=layout)
+    if top:
+        rows[..., 1 : top + 1, :] += grad[..., :top, :].flip(-2)
+    if bottom:
+        rows[..., h - bottom - 1 : h - 1, :] += grad[..., top + h :, :].flip(-2)
+    out = rows[..., left : left + w].clone(memory_format=layout)
+    if left:
+        out[..., 1 : left + 1] += rows[..., :left].flip(-1)
+    if right:
+        out[..., w - right - 1 : w - 1] += rows[..., left + w :].flip(-1)
+    return out
+
+
 class ConvLayer(StyleSequential):
     """Reflection pad + convolution (+ normalisation + ReLU).
 
@@ -294,7 +356,7 @@ class ConvLayer(StyleSequential):
         else:  # a norm cancels a bias
             conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=zeros, bias=norm is None)
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(kernel // 2) if pad == "reflect" else nn.Identity(),
+            ReflectionPad2d(kernel // 2) if pad == "reflect" else nn.Identity(),
             conv,
         ]
         if norm is not None:
@@ -337,7 +399,7 @@ class UpsampleLayer(StyleSequential):
             conv = DemodConv2d(c_in, c_out, 3, bias=False, gain=2**0.5) if norm == "demod" else None
             layers: list[nn.Module] = [
                 nn.Upsample(scale_factor=2, mode=mode),
-                nn.ReflectionPad2d(1),
+                ReflectionPad2d(1),
                 conv or nn.Conv2d(c_in, c_out, 3, bias=False),
             ]
         else:

@@ -7,7 +7,7 @@ import torch
 
 from fastns.errors import ConfigError
 from fastns.losses import PerceptualLoss
-from fastns.transformer import NORM_LAYERS, TransformerNet, norm_inputs
+from fastns.transformer import NORM_LAYERS, TransformerNet, fold_reflection, norm_inputs
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (17, 64), (8, 9)])
@@ -176,3 +176,59 @@ def test_input_noise_paints_a_flat_area_the_same_way_every_time():
         assert not torch.equal(noisy.with_grain(sky), noisy.with_grain(sky))  # training: fresh noise
     noisy.set_input_noise(0.0)
     assert "input_noise" not in noisy.config and torch.equal(noisy.eval()(sky), flat)
+
+
+def test_padding_keeps_bf16_under_cpu_autocast_and_changes_no_output():
+    """CPU autocast runs reflection padding in float32; the network's pads stay in bf16 (a
+    bf16-mixed training step would otherwise convert its largest maps twice over) and give the
+    convolutions the same input, so the output is the same to the bit."""
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1)
+    plain = TransformerNet(width=0.25, num_residual=1)
+    plain.load_state_dict(net.state_dict())
+    for module in plain.modules():
+        if isinstance(module, torch.nn.ReflectionPad2d):
+            module.__class__ = torch.nn.ReflectionPad2d  # what autocast does to a stock pad
+    dtypes = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: dtypes.append((i[0].dtype, o.dtype)))
+        for m in net.modules()
+        if isinstance(m, torch.nn.ReflectionPad2d)
+    ]
+    x = torch.rand(2, 3, 40, 36)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+        y_plain = plain(x)
+    for h in hooks:
+        h.remove()
+    assert (torch.bfloat16, torch.bfloat16) in dtypes
+    assert all(i == o for i, o in dtypes), dtypes
+    assert torch.equal(y, y_plain)
+    exact = TransformerNet(width=0.25, num_residual=1)
+    exact.load_state_dict(net.state_dict())
+    exact(x).mean().backward()
+    y.float().mean().backward()
+    y_plain.float().mean().backward()
+
+    def grads(model):
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    # Only the pads' backward adds in bf16 now, as the convolutions' own gradients already do: the
+    # gradient is as far from the float32 one as before.
+    off_now = (grads(net) - grads(exact)).norm()
+    off_before = (grads(plain) - grads(exact)).norm()
+    assert off_now <= 1.1 * off_before, (off_now, off_before)
+    # Outside autocast, nothing changes.
+    assert torch.equal(net(x), plain(x))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (4, 4, 4, 4), (2, 0, 3, 1), (0, 3, 0, 2)])
+def test_the_reflection_fold_is_the_gradient_of_reflection_padding(padding, layout):
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    y = torch.nn.functional.pad(x, padding, "reflect")
+    grad = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, x, grad)
+    folded = fold_reflection(grad, padding)
+    assert torch.allclose(folded, expected, rtol=0, atol=1e-12)
+    assert folded.is_contiguous(memory_format=layout)  # the next layer's gradient keeps its layout
