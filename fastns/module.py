@@ -84,7 +84,8 @@ class StyleTransferModule(pl.LightningModule):
         scheduler: optional Hydra ``_partial_`` config of a torch LR scheduler, stepped every step.
         max_previews: number of validation images in the TensorBoard preview grid.
         channels_last: run the loss's VGG in channels-last memory layout (faster convolutions with
-            oneDNN on CPUs and tensor cores on GPUs; the same numbers). The network stays NCHW.
+            oneDNN on CPUs and tensor cores on GPUs; the same numbers), and on a CPU the network too
+            (:meth:`prepare_for_training` says why only there).
         compile: ``torch.compile`` the network and the loss (slow start, faster steps).
         style_warmup: steps over which the style weight rises linearly from 0 to β, so that the
             network first learns to pass the photo through (content loss only) and then to paint it.
@@ -293,12 +294,16 @@ class StyleTransferModule(pl.LightningModule):
 
     def prepare_for_training(self) -> None:
         """Memory layout, Gram precision and compilation; called once the module is on its device."""
-        # The VGG runs channels-last; the network stays NCHW. Its instance norms (a batch norm of
-        # an NCHW view) would copy every activation out of channels-last and back: on a CPU that
-        # costs more than channels-last convolutions gain (benchmarks/bench_train.py), and on CUDA
-        # the network is faster in NCHW anyway (benchmarks/README_stylize.md).
+        # The VGG runs channels-last. So does the network on a CPU: its instance norms (a batch
+        # norm of an NCHW view) copy each activation out of channels-last and back, but oneDNN's
+        # channels-last convolutions gain more than that once the reflection pads stay in bf16
+        # (transformer.ReflectionPad2d; benchmarks/bench_train.py). On CUDA the network stays NCHW,
+        # where it is the faster layout for inference (benchmarks/README_stylize.md) and training
+        # has not been measured in channels-last.
         if self.hparams.channels_last:
             self.loss_fn.encoder.to(memory_format=torch.channels_last)
+            if self.device.type == "cpu":
+                self.net.to(memory_format=torch.channels_last)
         for loss in (self.loss_fn, *self.style_losses):
             loss.low_precision_grams = True
         if self.hparams.compile and not getattr(self, "_compiled", False):
