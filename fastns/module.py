@@ -85,7 +85,8 @@ class StyleTransferModule(pl.LightningModule):
         max_previews: number of validation images in the TensorBoard preview grid.
         channels_last: run the loss's VGG in channels-last memory layout (faster convolutions with
             oneDNN on CPUs and tensor cores on GPUs; the same numbers), and on a CPU the network too
-            (:meth:`prepare_for_training` says why only there).
+            (equal up to the convolutions' summation order; :meth:`prepare_for_training` says why
+            only there).
         compile: ``torch.compile`` the network and the loss (slow start, faster steps).
         style_warmup: steps over which the style weight rises linearly from 0 to β, so that the
             network first learns to pass the photo through (content loss only) and then to paint it.
