@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .utils import memory_layout
 
 NORMS = ("instance", "batch")
 #: How the residual blocks and the decoder keep their activations in scale: ``instance`` (instance
@@ -313,10 +314,7 @@ def fold_reflection(grad: torch.Tensor, padding: tuple[int, int, int, int]) -> t
     left, right, top, bottom = padding
     h, w = grad.shape[-2] - top - bottom, grad.shape[-1] - left - right
     # A slice of a channels-last gradient is not dense, so a plain clone would turn it NCHW.
-    channels_last = (
-        grad.dim() == 4 and not grad.is_contiguous() and grad.is_contiguous(memory_format=torch.channels_last)
-    )
-    layout = torch.channels_last if channels_last else torch.contiguous_format
+    layout = memory_layout(grad)
     rows = grad[..., top : top + h, :].clone(memory_format=layout)
     if top:
         rows[..., 1 : top + 1, :] += grad[..., :top, :].flip(-2)

@@ -1,4 +1,5 @@
-"""Small helpers below every other module: device choice and bf16 capability, atomic file writes, list coercion."""
+"""Small helpers below every other module: device choice and bf16 capability, memory layout, atomic file writes,
+list coercion."""
 
 from __future__ import annotations
 
@@ -81,6 +82,15 @@ def native_bf16(device: torch.device) -> bool:
         and torch.cuda.is_bf16_supported(including_emulation=False)
     )
     return bf16_is_native(device.type, cpu_bf16_units() if device.type == "cpu" else None, cuda)
+
+
+def memory_layout(x: torch.Tensor) -> torch.memory_format:
+    """``x``'s layout, for a new tensor that should share it: ``channels_last`` for a channels-last
+    4-D tensor (slices of one included), else ``contiguous_format``."""
+    channels_last = (
+        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def as_list(value: Any) -> list:
