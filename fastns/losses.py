@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .metrics import GRID_PERIOD, SPIKE_TOP, grid_fold, spike_share
+from .metrics import GRID_PERIOD, SPIKE_TOP, grid_fold, spike_parts
 from .motion import MotionSettings
+from .utils import memory_layout
 from .vgg import VGGFeatures
 
 
@@ -151,8 +152,46 @@ def droplet_loss(
         raise ValueError("droplet_loss needs the inputs of at least one normalisation layer")
     if stride < 1:
         raise ValueError(f"droplet_loss stride must be 1 or more, not {stride}")
-    shares = [spike_share(x[..., ::stride, ::stride], top) for x in norm_inputs]
+    shares = [_SparseSpikeShare.apply(x, top, stride) for x in norm_inputs]
     return torch.stack([(share - free).clamp_min(0.0).mean() for share in shares]).mean()
+
+
+class _SparseSpikeShare(torch.autograd.Function):
+    """:func:`~fastns.metrics.spike_share` of ``x[..., ::stride, ::stride]`` with a closed-form backward.
+
+    Autograd's backward of the same expression runs through the top-k's scatter, the dtype cast and
+    one zero-filled tensor per sliced axis, each a pass over a network activation, at every norm of
+    every step. The gradient of ``share = Σ_top d / Σ d``, ``d = (x - mean)²``, is
+    ``2 / Σ d · ((1[top] - share) · (x - mean) - Σ_top (x - mean) / N)``, written once into a
+    zero tensor of ``x``'s dtype and memory layout.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, top: float, stride: int) -> torch.Tensor:  # type: ignore[override]
+        sparse = x[..., ::stride, ::stride]
+        flat = torch.empty(sparse.shape, dtype=torch.float32, device=x.device)
+        flat.copy_(sparse)  # one strided gather and cast, to (B, C, h, w) contiguous
+        share, centred, indices, total = spike_parts(flat.flatten(2), top)
+        ctx.save_for_backward(centred, indices, total, share)
+        ctx.stride, ctx.sparse_shape = stride, sparse.shape
+        ctx.x_shape, ctx.x_dtype, ctx.x_device = x.shape, x.dtype, x.device
+        ctx.x_layout = memory_layout(x)
+        return share
+
+    @staticmethod
+    def backward(ctx, grad_share: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        centred, indices, total, share = ctx.saved_tensors
+        top_centred = centred.gather(2, indices)
+        grad = centred * share.neg().unsqueeze(2)
+        grad.scatter_add_(2, indices, top_centred)
+        grad.sub_(top_centred.sum(2, keepdim=True) / centred.shape[2])
+        # A constant channel's share is 1 by definition and moves with nothing.
+        scale = torch.where(total > 0, 2 * grad_share / total.clamp_min(torch.finfo(torch.float32).tiny), 0)
+        grad.mul_(scale.unsqueeze(2))
+        # In x's memory layout, so that adding it to the norm's own gradient of x costs no transpose.
+        grad_x = torch.empty(ctx.x_shape, dtype=ctx.x_dtype, device=ctx.x_device, memory_format=ctx.x_layout)
+        grad_x.zero_()[..., :: ctx.stride, :: ctx.stride] = grad.view(ctx.sparse_shape)
+        return grad_x, None, None
 
 
 def temporal_loss(

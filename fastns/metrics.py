@@ -47,12 +47,24 @@ def spike_share(features: torch.Tensor, top: float = SPIKE_TOP) -> torch.Tensor:
     Returns:
         ``(B, C)`` float32 in (0, 1]; a constant channel scores 1 (all of nothing in its top pixels).
     """
-    x = features.float().flatten(2)  # (B, C, HW)
-    d = (x - x.mean(2, keepdim=True)).square()
+    return spike_parts(features.float().flatten(2), top)[0]
+
+
+def spike_parts(
+    x: torch.Tensor, top: float = SPIKE_TOP
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`spike_share` of float ``(B, C, N)`` and what its gradient needs.
+
+    Returns ``(share, centred, top_indices, total)``: the ``(B, C)`` share, each channel minus its
+    mean ``(B, C, N)``, the indices of its top pixels ``(B, C, k)`` and its sum of squares ``(B, C)``.
+    """
+    centred = x - x.mean(2, keepdim=True)
+    d = centred.square()
     k = max(1, int(top * d.shape[2]))
     total = d.sum(2)
-    share = d.topk(k, dim=2).values.sum(2) / total.clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.where(total > 0, share, torch.ones_like(share))
+    top_d, indices = d.topk(k, dim=2)
+    share = top_d.sum(2) / total.clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.where(total > 0, share, torch.ones_like(share)), centred, indices, total
 
 
 def grid_pattern(images: torch.Tensor, period: int = GRID_PERIOD) -> torch.Tensor:

@@ -271,6 +271,42 @@ def test_droplet_loss_sees_a_blob_on_its_sparse_grid_as_on_every_pixel():
         droplet_loss([spiked], stride=0)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_droplet_loss_gradient_is_autograds_gradient_of_the_spike_share(layout, stride):
+    # The term's closed-form backward against autograd through the measurement it charges for.
+    torch.manual_seed(0)
+    features = torch.randn(2, 5, 29, 34)
+    features[:, 1, 8:14, 20:26] += 30.0  # a droplet: charged
+    features[0, 3] = 0.5  # a constant channel (exactly: 0.5 is its float mean): share 1, no gradient
+    features = features.contiguous(memory_format=layout)
+
+    x = features.clone().requires_grad_()
+    droplet_loss([x], free=0.0, stride=stride).backward()
+    ref = features.clone().requires_grad_()
+    shares = spike_share(ref[..., ::stride, ::stride])
+    (shares.clamp_min(0.0).mean()).backward()
+
+    assert x.grad.is_contiguous(memory_format=layout)
+    assert x.grad[:, 1].abs().max() > 1e-4  # the spiked channel is pushed
+    assert x.grad[0, 3].abs().max() == 0
+    torch.testing.assert_close(x.grad, ref.grad, rtol=1e-4, atol=1e-7)
+    if stride > 1:  # rows and columns off the sparse grid get nothing
+        assert x.grad[..., 1::stride, :].abs().max() == 0
+
+
+def test_droplet_loss_keeps_a_bf16_activations_dtype_in_its_gradient():
+    torch.manual_seed(0)
+    features = torch.randn(1, 3, 32, 32)
+    features[:, 0, 4:10, 4:10] += 20.0
+    x = features.bfloat16().requires_grad_()
+    droplet_loss([x]).backward()
+    ref = features.bfloat16().requires_grad_()
+    (spike_share(ref[..., ::2, ::2]) - 0.1).clamp_min(0.0).mean().backward()
+    assert x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x.grad.float(), ref.grad.float(), rtol=1e-2, atol=1e-6)
+
+
 def test_grid_weight_adds_a_named_term_to_the_total():
     loss = make_loss(grid_weight=100.0)
     loss.set_style(torch.rand(1, 3, 32, 32))
