@@ -85,8 +85,9 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def memory_layout(x: torch.Tensor) -> torch.memory_format:
-    """``x``'s layout, for a new tensor that should share it: ``channels_last`` for a channels-last
-    4-D tensor (slices of one included), else ``contiguous_format``."""
+    """``x``'s layout, for a new tensor that should share it: ``channels_last`` for a dense
+    channels-last 4-D tensor that is not also contiguous (one channel, or 1x1 maps, are both), else
+    ``contiguous_format``. Pass the whole tensor: a slice of a channels-last one is neither."""
     channels_last = (
         x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     )
