@@ -213,9 +213,11 @@ def load_initial_weights(net: TransformerNet, path: str | os.PathLike, key: str 
     if theirs != mine:
         differ = {k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k)}
         name = sorted(differ)[0]
+        overrides = " ".join(f"model.{k}={theirs.get(k)}" for k in sorted(differ) if k in theirs)
         raise ModelFileError(
             f"{key}={path}: its network has {name}={theirs.get(name)!r}, the configured one "
-            f"model.{name}={mine.get(name)!r}; use a model file of the same architecture"
+            f"model.{name}={mine.get(name)!r}; pass {overrides} to train its architecture, or use a model "
+            f"file of the configured one"
         )
     if source.num_styles > net.num_styles:
         raise ModelFileError(

@@ -522,10 +522,13 @@ def test_init_from_starts_from_a_model_file_and_refuses_another_architecture(tmp
         for name, value in start.state_dict().items():
             assert torch.equal(module.net.state_dict()[name], value), name
 
-    save_model(tmp_path / "wide.safetensors", TransformerNet(width=0.5, num_residual=1))
+    # A file of another architecture: the error names the settings that would train it.
+    save_model(tmp_path / "wide.safetensors", TransformerNet(width=0.5, num_residual=2))
     cfg.init_from = str(tmp_path / "wide.safetensors")
     with pytest.raises(
-        ModelFileError, match=r"init_from=.*wide.safetensors: its network has width=0.5.*model.width=0.25"
+        ModelFileError,
+        match=r"init_from=.*wide.safetensors: its network has num_residual=2, the configured one "
+        r"model.num_residual=1; pass model.num_residual=2 model.width=0.5 to train its architecture",
     ):
         build(cfg, tmp_path / "run")
     cfg.init_from = str(tmp_path / "missing.safetensors")
