@@ -10,6 +10,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from fastns.commands import TASKS, main
 
@@ -117,7 +118,10 @@ def test_the_installed_command_works_without_the_checkout(tmp_path):
     assert "stylize is powered by Hydra" in helped.stdout and "preserve_color" in helped.stdout
     job = run("train", "--cfg", "job", "experiment=cpu", "loss_margin=8")
     assert job.returncode == 0, job.stderr
-    assert "max_steps: 2000" in job.stdout and "loss_margin: 8" in job.stdout
+    # The installed experiment config is the checkout's (its steps and width), with the override.
+    cpu = OmegaConf.load(ROOT / "fastns" / "configs" / "experiment" / "cpu.yaml")
+    assert f"max_steps: {cpu.trainer.max_steps}" in job.stdout and f"width: {cpu.model.width}" in job.stdout
+    assert "loss_margin: 8" in job.stdout
     bad = run("optimize", "style=no_such_painting")
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: style=no_such_painting: no such style preset")
