@@ -194,6 +194,27 @@ def load_model(
     return _build(path, info.model, tensors).to(device).eval(), info
 
 
+def check_architecture(
+    source: TransformerNet, net: TransformerNet, what: str, ignore: tuple[str, ...] = ()
+) -> None:
+    """Refuse ``source``'s weights for ``net`` unless the two are the same architecture.
+
+    The error names the first differing setting and the overrides that would configure
+    ``source``'s architecture; ``ignore`` lists settings that may differ.
+    """
+    theirs = {k: v for k, v in source.config.items() if k not in ignore}
+    mine = {k: v for k, v in net.config.items() if k not in ignore}
+    if theirs == mine:
+        return
+    differ = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
+    name = differ[0]
+    overrides = " ".join(f"model.{k}={theirs[k]}" for k in differ if k in theirs)
+    raise ModelFileError(
+        f"{what}: its network has {name}={theirs.get(name)!r}, the configured one model.{name}={mine.get(name)!r}; "
+        f"pass {overrides} to train its architecture, or use a file of the configured one"
+    )
+
+
 def load_initial_weights(net: TransformerNet, path: str | os.PathLike, key: str = "init_from") -> ModelInfo:
     """Copy the weights of the model file ``path`` into ``net`` (training's ``init_from``).
 
@@ -207,18 +228,7 @@ def load_initial_weights(net: TransformerNet, path: str | os.PathLike, key: str 
         raise ModelFileError(f"{key}={path}: no such model file")
     source, info = load_model(path)
     # The number of styles may grow, and the input's grain is a setting of the run, not of the weights.
-    settings = ("num_styles", "input_noise")
-    theirs = {k: v for k, v in source.config.items() if k not in settings}
-    mine = {k: v for k, v in net.config.items() if k not in settings}
-    if theirs != mine:
-        differ = {k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k)}
-        name = sorted(differ)[0]
-        overrides = " ".join(f"model.{k}={theirs.get(k)}" for k in sorted(differ) if k in theirs)
-        raise ModelFileError(
-            f"{key}={path}: its network has {name}={theirs.get(name)!r}, the configured one "
-            f"model.{name}={mine.get(name)!r}; pass {overrides} to train its architecture, or use a model "
-            f"file of the configured one"
-        )
+    check_architecture(source, net, f"{key}={path}", ignore=("num_styles", "input_noise"))
     if source.num_styles > net.num_styles:
         raise ModelFileError(
             f"{key}={path}: its network holds {source.num_styles} styles, more than the {net.num_styles} configured"

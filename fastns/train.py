@@ -31,9 +31,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from .averaging import PowerEMA, check_sigma_rel
 from .data import ContentDataModule
 from .errors import ConfigError, FastnsError, ModelFileError
-from .modelfile import load_checkpoint, save_model
+from .modelfile import check_architecture, load_checkpoint, save_model
 from .module import StyleTransferModule
 from .style import resolve_styles
+from .transformer import TransformerNet
 from .utils import native_bf16
 
 log = logging.getLogger(__name__)
@@ -124,14 +125,15 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
-def check_checkpoint(path: str) -> None:
+def check_checkpoint(path: str) -> TransformerNet:
     """Refuse a checkpoint to resume from that is corrupt, truncated or not this project's, in one line.
 
     Read with ``weights_only=True`` (tensors and plain data, never code), as Lightning reads it
     after this (``trainer.fit(weights_only=True)``) whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says.
+    Returns the checkpoint's network.
     """
     try:
-        load_checkpoint(path)
+        return load_checkpoint(path)[0]
     except ModelFileError as e:
         raise ConfigError(f"ckpt_path={e}") from None
 
@@ -310,10 +312,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere and newer GPUs; no effect on CPU
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    if ckpt_path is not None:
-        check_checkpoint(ckpt_path)
+    saved = None if ckpt_path is None else check_checkpoint(ckpt_path)
 
     trainer, module, datamodule, stopper = build(cfg, run_dir)
+    if saved is not None:
+        # A run resumed with another network (an override dropped, or a changed experiment's
+        # defaults) would otherwise fail deep inside Lightning's state-dict loading.
+        try:
+            check_architecture(saved, module.net, f"ckpt_path={ckpt_path}", ignore=("input_noise",))
+        except ModelFileError as e:
+            raise ConfigError(str(e)) from None
     log.info("run folder: %s", run_dir.resolve())
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 

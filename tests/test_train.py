@@ -393,6 +393,24 @@ class _Payload:
 
 
 @pytest.mark.integration
+def test_resume_with_another_architecture_names_the_override_and_keeps_the_run(tmp_path, photos, style_file):
+    # E.g. a run of the full-width experiment=cpu, resumed after the experiment's width changed.
+    run_dir = tmp_path / "run"
+    train(compose("train", tiny(photos, style_file, run_dir, steps=2)))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = {p: p.read_bytes() for p in (last, run_dir / "model.safetensors")}
+    cfg = compose("train", [*tiny(photos, style_file, run_dir), "ckpt_path=last", "model.width=0.5"])
+    width = compose("train", tiny(photos, style_file, run_dir)).model.width
+    with pytest.raises(
+        ConfigError,
+        match=rf"ckpt_path=.*last.ckpt: its network has width={width}, the configured one model.width=0.5; "
+        rf"pass model.width={width} to train its architecture",
+    ):
+        train(cfg)
+    assert all(p.read_bytes() == data for p, data in before.items())  # nothing written over
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["malicious", "truncated"])
 def test_resume_refuses_bad_checkpoints_and_never_runs_their_code(
     tmp_path, photos, style_file, monkeypatch, kind
