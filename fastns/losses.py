@@ -90,8 +90,34 @@ class _SelfProduct(torch.autograd.Function):
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between feature maps (target broadcast over the batch)."""
-    return F.mse_loss(features.float(), target.float().expand_as(features))
+    """Mean squared error between feature maps (target broadcast over the batch), float32 or wider."""
+    if features.dtype in (torch.bfloat16, torch.float16):
+        return _LowPrecisionSquaredDistance.apply(features, target)
+    return F.mse_loss(features, target.to(features.dtype).expand_as(features))
+
+
+class _LowPrecisionSquaredDistance(torch.autograd.Function):
+    """``mean((f - t)²)`` of bf16 (or fp16) ``f`` as float32, its gradient ``2 (f - t) / N`` in ``f``'s dtype and layout.
+
+    Written as ``F.mse_loss(f.float(), t.float())``, a bf16 feature map (training under autocast)
+    is copied to float32 twice, the gradient is made in float32 and cast back, with a zero fill:
+    six passes over relu2_2's map, the loss's largest after relu1_2. Here the difference is taken
+    once in bf16 (each element rounds to 8 bits, unbiased, which the mean over ~10⁶ elements
+    averages out), squared and summed in float32, and kept for the backward's one pass.
+    float32 features (Gatys optimisation, whose L-BFGS line search compares losses closely, and
+    evaluation) keep ``F.mse_loss``. ``t`` gets no gradient (a target).
+    """
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        d = torch.sub(f, t.to(f.dtype))  # t broadcasts; the result keeps f's memory layout
+        ctx.save_for_backward(d)
+        return torch.linalg.vector_norm(d, dtype=torch.float32).square() / d.numel()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (d,) = ctx.saved_tensors
+        return d * (grad * (2.0 / d.numel())).to(d.dtype), None
 
 
 def style_loss(gram: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:

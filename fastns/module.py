@@ -295,10 +295,10 @@ class StyleTransferModule(pl.LightningModule):
 
     def prepare_for_training(self) -> None:
         """Memory layout, Gram precision and compilation; called once the module is on its device."""
-        # The VGG runs channels-last. So does the network on a CPU: its instance norms (a batch
-        # norm of an NCHW view) copy each activation out of channels-last and back, but oneDNN's
-        # channels-last convolutions gain more than that once the reflection pads stay in bf16
-        # (transformer.ReflectionPad2d; benchmarks/bench_train.py). On CUDA the network stays NCHW,
+        # The VGG runs channels-last. So does the network on a CPU, where oneDNN's channels-last
+        # convolutions are the faster ones once the reflection pads stay in bf16
+        # (transformer.ReflectionPad2d) and the instance norms keep the layout
+        # (transformer.instance_norm_channels_last; benchmarks/bench_train.py). On CUDA the network stays NCHW,
         # where it is the faster layout for inference (benchmarks/README_stylize.md) and training
         # has not been measured in channels-last.
         if self.hparams.channels_last:

@@ -85,7 +85,62 @@ START_PAD_PER_BLOCK = 8
 DEFAULT_BORDER = 32
 
 
-class CondInstanceNorm2d(nn.Module):
+def instance_norm_channels_last(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Instance norm of a channels-last ``x`` (B, C, H, W) that stays channels-last, forward and backward.
+
+    ``F.instance_norm`` computes a batch norm of the (1, B·C, H, W) view, which only exists in NCHW:
+    on a channels-last activation it copies it out to NCHW, returns NCHW, and the next convolution
+    copies it back (and the gradients take the same two copies the other way, plus additions of
+    tensors in two layouts). A batch norm of each image alone, ``(1, C, H, W)``, normalises over
+    the same pixels, and ATen's batch norm runs channels-last tensors in their own layout; the
+    per-image results are concatenated, which costs one pass forward and one backward.
+    ``weight``, ``bias``: (C,), or (B, C) for each image its own (:class:`CondInstanceNorm2d`).
+    """
+    out: list[torch.Tensor] = []
+    for i, xi in enumerate(x.split(1)):
+        w = weight[i] if weight.dim() == 2 else weight
+        b = bias[i] if bias.dim() == 2 else bias
+        out.append(F.batch_norm(xi, None, None, w, b, True, 0.0, eps))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+class _LayoutCheck:
+    """``_is_channels_last(x)``, hidden from TorchScript, for the norms that keep channels-last inputs so."""
+
+    # TorchScript reads an unused method's signature from its annotations, which postponed
+    # evaluation (``from __future__ import annotations``) leaves as strings it cannot resolve.
+    @torch.jit.unused
+    def _is_channels_last(self, x):  # noqa: ANN001, ANN202
+        return memory_layout(x) == torch.channels_last
+
+
+class InstanceNorm2d(_LayoutCheck, nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same parameters, same function) that keeps a channels-last input so.
+
+    Training runs the network channels-last on a CPU (``fastns.module``), where oneDNN's
+    convolutions are fastest; :func:`instance_norm_channels_last` says what the plain layer costs
+    there. NCHW inputs take ``F.instance_norm`` as before, and so does TorchScript, which compiles
+    only that path (exports run NCHW).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            not torch.jit.is_scripting()
+            and self.affine
+            and not self.track_running_stats
+            and self._is_channels_last(x)
+        ):
+            return self._channels_last(x)
+        return self._apply_instance_norm(x)
+
+    @torch.jit.unused
+    def _channels_last(self, x):  # noqa: ANN001, ANN202 (_LayoutCheck says why)
+        return instance_norm_channels_last(x, self.weight, self.bias, self.eps)
+
+
+class CondInstanceNorm2d(_LayoutCheck, nn.Module):
     """Conditional instance normalisation (Dumoulin et al. 2017): one (γ, β) per style.
 
     ``forward(x, style)``: ``x`` (B, C, H, W) normalised per image and channel, then scaled and
@@ -118,6 +173,8 @@ class CondInstanceNorm2d(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
         assert style is not None, "a network of several styles needs style weights"
         gamma, beta = self.affine(style)  # (B, C) each
+        if not torch.jit.is_scripting() and self._is_channels_last(x):
+            return self._channels_last(x, gamma, beta)
         # What F.instance_norm computes (a batch norm of the (1, B*C, H, W) view, its weight
         # repeated per image), with each image's own γ, β: one-hot weights give bit for bit the
         # output of nn.InstanceNorm2d holding that style's γ, β.
@@ -132,6 +189,10 @@ class CondInstanceNorm2d(nn.Module):
             self.eps,
         )
         return y.view(x.shape)
+
+    @torch.jit.unused
+    def _channels_last(self, x, gamma, beta):  # noqa: ANN001, ANN202 (_LayoutCheck says why)
+        return instance_norm_channels_last(x, gamma, beta, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
@@ -219,7 +280,7 @@ def _norm(kind: str, channels: int, num_styles: int = 1) -> nn.Module:
     if kind == "instance":
         if num_styles > 1:
             return CondInstanceNorm2d(channels, num_styles)
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels, affine=True)
     return nn.BatchNorm2d(channels)
 
 

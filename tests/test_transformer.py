@@ -232,3 +232,52 @@ def test_the_reflection_fold_is_the_gradient_of_reflection_padding(padding, layo
     folded = fold_reflection(grad, padding)
     assert torch.allclose(folded, expected, rtol=0, atol=1e-12)
     assert folded.is_contiguous(memory_format=layout)  # the next layer's gradient keeps its layout
+
+
+@pytest.mark.parametrize("num_styles", [1, 3])
+def test_instance_norms_keep_a_channels_last_map_so_and_compute_the_same(num_styles):
+    """Training runs the network channels-last on a CPU: every instance norm must give what the
+    NCHW network gives (values and every gradient) without turning the maps back to NCHW, which
+    costs each norm a copy out and the next convolution a copy back, both ways."""
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1, num_styles=num_styles)
+    with torch.no_grad():  # distinct γ, β per style, so a wrong row would show
+        for p in net.parameters():
+            if p.dim() <= 2:
+                p.add_(0.3 * torch.randn_like(p))
+    cl = TransformerNet(width=0.25, num_residual=1, num_styles=num_styles)
+    cl.load_state_dict(net.state_dict())
+    cl.to(memory_format=torch.channels_last)
+    layouts = []
+    for m in cl.modules():
+        if isinstance(m, NORM_LAYERS):
+            m.register_forward_hook(
+                lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last))
+            )
+    x = torch.rand(3, 3, 24, 20)
+    style = torch.eye(3)[[2, 0, 1]] if num_styles == 3 else None
+    y = net(x, style=style)
+    y_cl = cl(x.contiguous(memory_format=torch.channels_last), style=style)
+    assert layouts and all(layouts)
+    assert torch.allclose(y, y_cl, atol=1e-5)
+    y.square().mean().backward()
+    y_cl.square().mean().backward()
+    for (name, p), q in zip(net.named_parameters(), cl.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    # A single image and a map without gradients take the same path and agree as well.
+    with torch.no_grad():
+        one = style[:1] if style is not None else None
+        assert torch.allclose(
+            net(x[:1], style=one),
+            cl(x[:1].contiguous(memory_format=torch.channels_last), style=one),
+            atol=1e-5,
+        )
+
+
+def test_the_scripted_network_is_the_plain_one():
+    """TorchScript compiles only the NCHW path of the norms (the channels-last one is Python)."""
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1).eval()
+    scripted = torch.jit.script(net)
+    x = torch.rand(2, 3, 20, 28)
+    assert torch.allclose(scripted(x), net(x), atol=1e-6)
