@@ -89,11 +89,16 @@ class _SelfProduct(torch.autograd.Function):
         return torch.bmm(sym, f)
 
 
-def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between feature maps (target broadcast over the batch), float32 or wider."""
-    if features.dtype in (torch.bfloat16, torch.float16):
+def content_loss(features: torch.Tensor, target: torch.Tensor, low_precision: bool = False) -> torch.Tensor:
+    """Mean squared error between feature maps (target broadcast over the batch), in float32.
+
+    ``low_precision=True`` (training) takes the difference of bf16 (or fp16) features in their own
+    dtype (:class:`_LowPrecisionSquaredDistance`); by default it is exact, as
+    :func:`gram_matrix`'s, for L-BFGS's line search.
+    """
+    if low_precision and features.dtype in (torch.bfloat16, torch.float16):
         return _LowPrecisionSquaredDistance.apply(features, target)
-    return F.mse_loss(features, target.to(features.dtype).expand_as(features))
+    return F.mse_loss(features.float(), target.float().expand_as(features))
 
 
 class _LowPrecisionSquaredDistance(torch.autograd.Function):
@@ -103,16 +108,16 @@ class _LowPrecisionSquaredDistance(torch.autograd.Function):
     is copied to float32 twice, the gradient is made in float32 and cast back, with a zero fill:
     six passes over relu2_2's map, the loss's largest after relu1_2. Here the difference is taken
     once in bf16 (each element rounds to 8 bits, unbiased, which the mean over ~10⁶ elements
-    averages out), squared and summed in float32, and kept for the backward's one pass.
-    float32 features (Gatys optimisation, whose L-BFGS line search compares losses closely, and
-    evaluation) keep ``F.mse_loss``. ``t`` gets no gradient (a target).
+    averages out), squared and summed in float32, and kept for the backward's one pass. ``t``
+    gets no gradient (a target).
     """
 
     @staticmethod
     def forward(ctx, f: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         d = torch.sub(f, t.to(f.dtype))  # t broadcasts; the result keeps f's memory layout
         ctx.save_for_backward(d)
-        return torch.linalg.vector_norm(d, dtype=torch.float32).square() / d.numel()
+        wide = torch.promote_types(d.dtype, torch.float32)  # float64 too, for gradcheck
+        return torch.linalg.vector_norm(d, dtype=wide).square() / d.numel()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
@@ -296,9 +301,10 @@ class PerceptualLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.normalize = bool(normalize)
-        #: Style Grams in the features' dtype under autocast (:func:`gram_matrix`); training sets
-        #: it, Gatys optimisation and the evaluation keep float32. Not a loss setting: same values.
-        self.low_precision_grams = False
+        #: Style Grams and the content term's difference in the features' dtype under autocast
+        #: (:func:`gram_matrix`, :func:`content_loss`); training sets it, Gatys optimisation and the
+        #: evaluation keep float32. Not a loss setting: the same values, rounded differently.
+        self.low_precision_terms = False
         self.temporal_weight = float(temporal_weight)
         if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
             raise ConfigError(f"loss.temporal_weight={temporal_weight!r} must be a finite number >= 0")
@@ -454,7 +460,11 @@ class PerceptualLoss(nn.Module):
         content_sum, style_sum = zero, zero
         if self.content_weight != 0:
             for name, target in content_targets.items():
-                t = self.content_weight * self.content_layers[name] * content_loss(feats[name], target)
+                t = (
+                    self.content_weight
+                    * self.content_layers[name]
+                    * content_loss(feats[name], target, self.low_precision_terms)
+                )
                 if self.normalize:
                     t = t / target.float().pow(2).mean().clamp_min(1e-30)
                 terms[f"content/{name}"] = t
@@ -465,7 +475,7 @@ class PerceptualLoss(nn.Module):
                     self.style_weight
                     * w
                     * style_loss(
-                        gram_matrix(feats[name], self.low_precision_grams), self._style_targets[name]
+                        gram_matrix(feats[name], self.low_precision_terms), self._style_targets[name]
                     )
                 )
                 if self.normalize:

@@ -306,7 +306,7 @@ class StyleTransferModule(pl.LightningModule):
             if self.device.type == "cpu":
                 self.net.to(memory_format=torch.channels_last)
         for loss in (self.loss_fn, *self.style_losses):
-            loss.low_precision_grams = True
+            loss.low_precision_terms = True
         if self.hparams.compile and not getattr(self, "_compiled", False):
             if float(self.hparams.get("droplet_weight") or 0.0) > 0:
                 # Hooks stay in place from before compiling: torch.compile recompiles whenever a

@@ -7,6 +7,7 @@ import torch
 
 from fastns.losses import (
     PerceptualLoss,
+    _LowPrecisionSquaredDistance,
     _SelfProduct,
     content_loss,
     droplet_loss,
@@ -77,13 +78,13 @@ def test_gram_matrix_gradient_is_exact_and_keeps_the_features_layout(channels_la
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_the_content_term_in_bf16_matches_float32_and_keeps_the_features_layout(layout):
-    # Training takes the content term of bf16 features (autocast); its value must match the
-    # float32 mean squared error of the same numbers, its gradient come back in the features' own
-    # dtype and layout (no copies downstream), and float32 features keep F.mse_loss exactly.
+    # Training takes the content term of bf16 features (autocast) in low precision: its value
+    # must match the float32 mean squared error of the same numbers, and its gradient come back
+    # in the features' own dtype and layout (no copies downstream).
     torch.manual_seed(0)
     f = torch.randn(4, 16, 12, 10).bfloat16().contiguous(memory_format=layout).requires_grad_(True)
     target = torch.randn(1, 16, 12, 10).bfloat16()
-    loss = content_loss(f, target)
+    loss = content_loss(f, target, low_precision=True)
     loss.backward()
     exact_f = f.detach().float().requires_grad_(True)
     exact = torch.nn.functional.mse_loss(exact_f, target.float().expand_as(exact_f))
@@ -94,10 +95,11 @@ def test_the_content_term_in_bf16_matches_float32_and_keeps_the_features_layout(
     # Two bf16 roundings (the difference, then its product with 2/N), each relative to the
     # element's own gradient, not to the features: small differences stay accurate.
     assert torch.allclose(f.grad.float(), exact_f.grad, rtol=2**-6, atol=0)
+    # By default (Gatys optimisation, evaluation) the bf16 features' difference is exact.
+    assert torch.equal(content_loss(f, target), exact)
     a = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     b = torch.randn(1, 3, 4, 5, dtype=torch.float64)
-    assert torch.equal(content_loss(a, b), torch.nn.functional.mse_loss(a, b.expand_as(a)))
-    assert torch.autograd.gradcheck(lambda a: content_loss(a, b), (a,))
+    assert torch.autograd.gradcheck(lambda a: _LowPrecisionSquaredDistance.apply(a, b), (a,))
 
 
 def test_term_functions_are_zero_exactly_when_they_should_be():
