@@ -92,17 +92,18 @@ class _SelfProduct(torch.autograd.Function):
 def content_loss(features: torch.Tensor, target: torch.Tensor, low_precision: bool = False) -> torch.Tensor:
     """Mean squared error between feature maps (target broadcast over the batch), in float32.
 
-    ``low_precision=True`` (training) takes the difference of bf16 (or fp16) features in their own
-    dtype (:class:`_LowPrecisionSquaredDistance`); by default it is exact, as
-    :func:`gram_matrix`'s, for L-BFGS's line search.
+    ``low_precision=True`` (training) takes the difference of bf16 features in bf16
+    (:class:`_LowPrecisionSquaredDistance`); by default it is exact, as :func:`gram_matrix`'s, for
+    L-BFGS's line search. fp16 features keep the exact path: the gradient's scale 2/N, rounded
+    to fp16 before it multiplies, could fall below fp16's range (bf16 has float32's).
     """
-    if low_precision and features.dtype in (torch.bfloat16, torch.float16):
+    if low_precision and features.dtype == torch.bfloat16:
         return _LowPrecisionSquaredDistance.apply(features, target)
     return F.mse_loss(features.float(), target.float().expand_as(features))
 
 
 class _LowPrecisionSquaredDistance(torch.autograd.Function):
-    """``mean((f - t)²)`` of bf16 (or fp16) ``f`` as float32, its gradient ``2 (f - t) / N`` in ``f``'s dtype and layout.
+    """``mean((f - t)²)`` of bf16 ``f`` as float32, its gradient ``2 (f - t) / N`` in ``f``'s dtype and layout.
 
     Written as ``F.mse_loss(f.float(), t.float())``, a bf16 feature map (training under autocast)
     is copied to float32 twice, the gradient is made in float32 and cast back, with a zero fill:
