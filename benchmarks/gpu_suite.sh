@@ -170,7 +170,8 @@ header() {  # header TITLE: the machine, torch and the commit, at the top of the
 # 256 px against Gatys from noise (the evaluation of docs/quality.md, at the paper's size), the
 # last first. The training gets at most SECONDS (then it is interrupted and saves last.ckpt);
 # checkpoints written by then are still evaluated. Also the run's steady-state steps/s end to end
-# (data loading, validation, checkpoints included).
+# (data loading, validation, checkpoints included). QUALITY_EXTRA: more overrides for the training
+# command, e.g. QUALITY_EXTRA=optimizer=muon (the CPU recipe's optimiser, not yet measured on a GPU).
 quality_run() {  # quality_run PAINTING STEPS SECONDS
     local painting=$1 steps=$2 seconds=$3
     local size=256 its=200 extra="trainer=gpu data.num_workers=12"
@@ -186,7 +187,7 @@ quality_run() {  # quality_run PAINTING STEPS SECONDS
     rm -rf "$dir"
     local cmd=(python3 scripts/train.py style.image="$Q/styles/$painting.jpg" data.root="$Q/photos/train"
         data.val_root="$Q/photos/val" loss.vgg.weights="$vgg" trainer.max_steps="$steps"
-        checkpoint_every=$((steps / 4)) $extra hydra.run.dir="$dir")
+        checkpoint_every=$((steps / 4)) $extra ${QUALITY_EXTRA:-} hydra.run.dir="$dir")
     printf '\n## Quality run: training (%s)\n\n```\n%s\n```\n\n' "$painting" "${cmd[*]}" | tee -a "$report"
     local t0=$SECONDS
     timeout --signal=INT "$seconds" "${cmd[@]}" >"$dir.log" 2>&1
