@@ -18,6 +18,7 @@ from fastns.evaluate import (
     equivalent_iterations,
     find_photos,
     histogram_distance,
+    kept_region,
     load_style,
     loss_settings,
     run,
@@ -173,6 +174,38 @@ def test_droplet_share_hooks_the_last_norm_and_leaves_the_network_as_it_was(kw):
     assert 0 < share <= 1
     assert not norm._forward_pre_hooks  # the hook is gone
     assert torch.equal(net(image, 8, style), before)
+
+
+@pytest.mark.parametrize("where", ["border", "inside"])
+def test_droplet_share_counts_only_what_becomes_the_output(where):
+    # A spike in the reflected border is cropped off with it: the 4-style networks put theirs there.
+    net = TransformerNet(width=0.25, num_residual=1).eval()
+    image = torch.rand(1, 3, 40, 48)  # border 8: the last norm sees (56, 64), the output is [8:48, 8:56]
+    clean = droplet_share(net, image, 8)
+    row, col = (2, 3) if where == "border" else (20, 30)
+
+    def spike(_module, args):
+        x = args[0].clone()
+        x[..., row : row + 3, col : col + 3] += 1e3
+        return (x,)
+
+    handle = last_norm(net).register_forward_pre_hook(spike)
+    try:
+        spiked = droplet_share(net, image, 8)
+    finally:
+        handle.remove()
+    if where == "border":
+        assert spiked == pytest.approx(clean, rel=1e-4)
+    else:
+        assert spiked > 0.9 > clean
+
+
+def test_kept_region_follows_the_maps_stride():
+    net = TransformerNet(width=0.25, num_residual=1)
+    full = torch.arange(56 * 64.0).reshape(1, 1, 56, 64)  # 40 x 48 with border 8: (56, 64) padded
+    assert torch.equal(kept_region(full, (40, 48), 8, net), full[..., 8:48, 8:56])
+    quarter = full[..., ::4, ::4]  # an encoder-stride map (the body_norm=demod network's last norm)
+    assert torch.equal(kept_region(quarter, (40, 48), 8, net), quarter[..., 2:12, 2:14])
 
 
 def test_loss_settings_keep_the_models_objective_and_take_vgg_overrides(tiny_loss_cfg):

@@ -29,7 +29,8 @@ the user's own photos, with the model's own loss, and adds two measurements that
   variance held by its top 0.5 % of pixels at the input of the network's last normalisation layer
   (:func:`droplet_share`, :func:`fastns.metrics.spike_share`): high where an instance norm has
   been gamed with one strong local spike, which shows as a blotch (on the recipe's networks: flat
-  patches over the photo's smooth bright areas).
+  patches over the photo's smooth bright areas). Only the part of the map that becomes the output
+  counts (a spike in the cropped border shows nowhere).
 
 Choices, and where they depart from the paper:
 
@@ -79,7 +80,15 @@ from .inputs import (
     loss_settings,
     select_styles,
 )
-from .measure import aggregate, droplet_share, evaluate_image, summarize, summarize_iterations, time_call
+from .measure import (
+    aggregate,
+    droplet_share,
+    evaluate_image,
+    kept_region,
+    summarize,
+    summarize_iterations,
+    time_call,
+)
 from .report import format_iterations, render_index, render_report, summary_lines
 from .task import run
 
@@ -95,6 +104,7 @@ __all__ = [
     "aggregate",
     "build_model_loss",
     "droplet_share",
+    "kept_region",
     "color_histogram",
     "equivalent_iterations",
     "evaluate_image",

@@ -21,7 +21,7 @@ from ..losses import PerceptualLoss
 from ..metrics import color_histogram, grid_pattern, histogram_distance, spike_share, ssim_luminance
 from ..optimize import white_noise
 from ..stylize import Stylizer
-from ..transformer import PaddedNet, last_norm
+from ..transformer import PaddedNet, last_norm, padding
 from .gatys import GatysRun, equivalent_iterations, run_gatys
 
 #: Forward passes run before timing the network (first-call allocation, oneDNN/cuDNN kernel choice).
@@ -195,19 +195,41 @@ def droplet_share(
     of a network of several styles. None when the network has no normalisation layer.
 
     The decoder's last norm is where the droplets of the recipe's networks were largest
-    (docs/training.md, "Droplets"): about 0.1 without blotches, 0.2 and up with them.
+    (docs/training.md, "Droplets"): about 0.1 without blotches, 0.2 and up with them. Only the
+    part of the map that becomes the output counts: a spike in the reflected border is cropped
+    off with it and shows nowhere (where the 4-style networks put theirs, docs/train.md).
     """
     norm = last_norm(net)
     if norm is None:
         return None
     seen: list[torch.Tensor] = []
-    handle = norm.register_forward_pre_hook(lambda _m, args: seen.append(spike_share(args[0])))
+    handle = norm.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
     try:
         with torch.inference_mode():
             PaddedNet(net, border)(image.float(), style)
     finally:
         handle.remove()
-    return float(seen[-1][0].median())
+    return float(spike_share(kept_region(seen[-1], image.shape[-2:], border, net)).median())
+
+
+def kept_region(
+    features: torch.Tensor, size: Sequence[int], border: int, net: torch.nn.Module
+) -> torch.Tensor:
+    """The part of a feature map ``(B, C, h', w')`` of ``net`` that maps to its output of ``size``.
+
+    The map covers the padded input (the border on every side, then bottom/right up to a multiple
+    of 4: :func:`fastns.transformer.padding`), at its own stride; networks of the paper's layout
+    (``start_pad``) pad inside and keep the top-left corner.
+    """
+    h, w = int(size[0]), int(size[1])
+    if getattr(net, "start_pad", 0):
+        top, full_w = 0, w
+    else:
+        b, _ph, pw = padding(h, w, border)
+        top, full_w = b, w + 2 * b + pw
+    scale = features.shape[-1] / full_w
+    t, kh, kw = round(top * scale), max(1, round(h * scale)), max(1, round(w * scale))
+    return features[..., t : t + kh, t : t + kw]
 
 
 def aggregate(

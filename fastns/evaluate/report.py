@@ -365,7 +365,8 @@ def render_report(metrics: Mapping) -> str:
         "mean pixel at each position of every block), and the RMS of that pattern. Image content averages out: photos and Gatys results score below ~1. A network "
         "that paints a fixed texture locked to its two x2 stages (a fine cross-hatch) scores several "
         "units; docs/training.md shows what the numbers look like.",
-        "- **Droplet share** (0–1; measured at `droplet_size` px through the border): at the input of "
+        "- **Droplet share** (0–1; measured at `droplet_size` px through the border, on the part of the map "
+        "that becomes the output): at the input of "
         "the network's last normalisation layer, the share of each channel's variance held by its "
         f"top {SPIKE_TOP:.1%} of pixels, median over channels. An instance norm lets a network turn "
         "a channel down everywhere with one strong local spike, which shows as a blotch at a fixed "
