@@ -270,6 +270,10 @@ step "Training step vs the reference step (bf16)" \
 } | tee -a "$report"
 train_rate bf16_b4 "${train_steps[0]}" 4 | tee -a "$report"
 train_rate bf16_b16 "${train_steps[1]}" 16 | tee -a "$report"
+# Issue 12: a network of four styles (per-photo style draws, one VGG call per style in a batch),
+# against bf16_b4 above; the one style image four times under four names, which times the same.
+four="styles=[{image:$style,name:a},{image:$style,name:b},{image:$style,name:c},{image:$style,name:d}]"
+train_rate four_styles_b4 "${train_steps[1]}" 4 "$four" | tee -a "$report"
 # torch.compile takes minutes on a CPU: the smoke run leaves it out.
 [ -n "$smoke" ] || train_rate bf16_b4_compile "${train_steps[0]}" 4 compile=true | tee -a "$report"
 # Goal 4: Gatys iterations against the plain reference, and 500 iterations at 512 px timed.
