@@ -45,7 +45,7 @@ calls the same pieces (:func:`pad_image`, ``encoder``, ``residuals``, ``decoder`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -714,6 +714,24 @@ def padding(h: int, w: int, border: int) -> tuple[int, int, int]:
     reflection needs padding < size) and the extra bottom/right padding up to a multiple of 4."""
     b = max(0, min(border, h - 1, w - 1))
     return b, (-(h + 2 * b)) % 4, (-(w + 2 * b)) % 4
+
+
+def kept_region(features: torch.Tensor, size: Sequence[int], border: int, net: nn.Module) -> torch.Tensor:
+    """The part of a feature map ``(B, C, h', w')`` of ``net`` that maps to its output of ``size``.
+
+    The map covers the padded input (the border on every side, then bottom/right up to a multiple
+    of 4: :func:`fastns.transformer.padding`), at its own stride; networks of the paper's layout
+    (``start_pad``) pad inside and keep the top-left corner.
+    """
+    h, w = int(size[0]), int(size[1])
+    if getattr(net, "start_pad", 0):
+        top, full_w = 0, w
+    else:
+        b, _ph, pw = padding(h, w, border)
+        top, full_w = b, w + 2 * b + pw
+    scale = features.shape[-1] / full_w
+    t, kh, kw = round(top * scale), max(1, round(h * scale)), max(1, round(w * scale))
+    return features[..., t : t + kh, t : t + kw]
 
 
 def pad_image(images: torch.Tensor, border: int) -> tuple[torch.Tensor, int]:

@@ -18,7 +18,6 @@ from fastns.evaluate import (
     equivalent_iterations,
     find_photos,
     histogram_distance,
-    kept_region,
     load_style,
     loss_settings,
     run,
@@ -28,7 +27,7 @@ from fastns.evaluate import (
 )
 from fastns.metrics import grid_pattern, spike_share
 from fastns.modelfile import ModelInfo, save_model
-from fastns.transformer import NORM_LAYERS, TransformerNet, last_norm
+from fastns.transformer import NORM_LAYERS, TransformerNet, kept_region, last_norm
 
 from .conftest import CONFIGS, ROOT, make_photo
 from .conftest import run_script as run_any_script

@@ -21,7 +21,7 @@ from ..losses import PerceptualLoss
 from ..metrics import color_histogram, grid_pattern, histogram_distance, spike_share, ssim_luminance
 from ..optimize import white_noise
 from ..stylize import Stylizer
-from ..transformer import PaddedNet, last_norm, padding
+from ..transformer import PaddedNet, kept_region, last_norm
 from .gatys import GatysRun, equivalent_iterations, run_gatys
 
 #: Forward passes run before timing the network (first-call allocation, oneDNN/cuDNN kernel choice).
@@ -210,26 +210,6 @@ def droplet_share(
     finally:
         handle.remove()
     return float(spike_share(kept_region(seen[-1], image.shape[-2:], border, net)).median())
-
-
-def kept_region(
-    features: torch.Tensor, size: Sequence[int], border: int, net: torch.nn.Module
-) -> torch.Tensor:
-    """The part of a feature map ``(B, C, h', w')`` of ``net`` that maps to its output of ``size``.
-
-    The map covers the padded input (the border on every side, then bottom/right up to a multiple
-    of 4: :func:`fastns.transformer.padding`), at its own stride; networks of the paper's layout
-    (``start_pad``) pad inside and keep the top-left corner.
-    """
-    h, w = int(size[0]), int(size[1])
-    if getattr(net, "start_pad", 0):
-        top, full_w = 0, w
-    else:
-        b, _ph, pw = padding(h, w, border)
-        top, full_w = b, w + 2 * b + pw
-    scale = features.shape[-1] / full_w
-    t, kh, kw = round(top * scale), max(1, round(h * scale)), max(1, round(w * scale))
-    return features[..., t : t + kh, t : t + kw]
 
 
 def aggregate(
