@@ -80,14 +80,7 @@ from .inputs import (
     loss_settings,
     select_styles,
 )
-from .measure import (
-    aggregate,
-    droplet_share,
-    evaluate_image,
-    summarize,
-    summarize_iterations,
-    time_call,
-)
+from .measure import aggregate, droplet_share, evaluate_image, summarize, summarize_iterations, time_call
 from .report import format_iterations, render_index, render_report, summary_lines
 from .task import run
 
