@@ -27,7 +27,7 @@ from fastns.evaluate import (
 )
 from fastns.metrics import grid_pattern, spike_share
 from fastns.modelfile import ModelInfo, save_model
-from fastns.transformer import NORM_LAYERS, TransformerNet, kept_region, last_norm
+from fastns.transformer import NORM_LAYERS, TransformerNet, last_norm
 
 from .conftest import CONFIGS, ROOT, make_photo
 from .conftest import run_script as run_any_script
@@ -197,14 +197,6 @@ def test_droplet_share_counts_only_what_becomes_the_output(where):
         assert spiked == pytest.approx(clean, rel=1e-4)
     else:
         assert spiked > 0.9 > clean
-
-
-def test_kept_region_follows_the_maps_stride():
-    net = TransformerNet(width=0.25, num_residual=1)
-    full = torch.arange(56 * 64.0).reshape(1, 1, 56, 64)  # 40 x 48 with border 8: (56, 64) padded
-    assert torch.equal(kept_region(full, (40, 48), 8, net), full[..., 8:48, 8:56])
-    quarter = full[..., ::4, ::4]  # an encoder-stride map (the body_norm=demod network's last norm)
-    assert torch.equal(kept_region(quarter, (40, 48), 8, net), quarter[..., 2:12, 2:14])
 
 
 def test_loss_settings_keep_the_models_objective_and_take_vgg_overrides(tiny_loss_cfg):

@@ -7,7 +7,7 @@ import torch
 
 from fastns.errors import ConfigError
 from fastns.losses import PerceptualLoss
-from fastns.transformer import NORM_LAYERS, TransformerNet, fold_reflection, norm_inputs
+from fastns.transformer import NORM_LAYERS, TransformerNet, fold_reflection, kept_region, norm_inputs
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (17, 64), (8, 9)])
@@ -281,3 +281,11 @@ def test_the_scripted_network_is_the_plain_one():
     scripted = torch.jit.script(net)
     x = torch.rand(2, 3, 20, 28)
     assert torch.allclose(scripted(x), net(x), atol=1e-6)
+
+
+def test_kept_region_follows_the_maps_stride():
+    net = TransformerNet(width=0.25, num_residual=1)
+    full = torch.arange(56 * 64.0).reshape(1, 1, 56, 64)  # 40 x 48 with border 8: (56, 64) padded
+    assert torch.equal(kept_region(full, (40, 48), 8, net), full[..., 8:48, 8:56])
+    quarter = full[..., ::4, ::4]  # an encoder-stride map (the body_norm=demod network's last norm)
+    assert torch.equal(kept_region(quarter, (40, 48), 8, net), quarter[..., 2:12, 2:14])
